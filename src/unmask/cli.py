@@ -1,0 +1,50 @@
+"""``unmask`` command line: train, explain, facade, reduce/hotflip/triggers, diffmask, demo."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from unmask.errors import UnmaskError
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str, epilog: str = ""):
+    """Register ``build(parser)`` for sub-command ``name``; the decorated function runs it."""
+    def wrap(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = (help, epilog, run)  # type: ignore[assignment]
+        return run
+    return wrap
+
+
+def _import_commands() -> None:
+    from unmask import commands  # noqa: F401  (registers sub-commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _import_commands()
+    parser = argparse.ArgumentParser(prog="unmask", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    subs = parser.add_subparsers(dest="command", required=True)
+    from unmask.commands import BUILDERS
+
+    for name, (help_text, epilog, _) in COMMANDS.items():
+        sub = subs.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        BUILDERS[name](sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args) or 0
+    except UnmaskError as e:
+        print(f"unmask {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

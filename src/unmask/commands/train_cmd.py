@@ -1,0 +1,43 @@
+"""``unmask train``: fine-tune a classifier on a bundled task or a user file."""
+from __future__ import annotations
+
+import argparse
+
+from unmask.cli import command
+from unmask.commands import builder
+
+LABELS = {"sst2": ["negative", "positive"], "rte": ["entailment", "not_entailment"]}
+
+
+@builder("train")
+def build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=sorted(LABELS), required=True)
+    p.add_argument("--out", required=True, help="output directory (model + checkpoint + metrics.json)")
+    p.add_argument("--model", default="minilm", help="base model directory or 'minilm' (default)")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training examples")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+@command("train", "Fine-tune a classifier (resumes from OUT/checkpoint after a kill).",
+         "examples:\n  unmask train --task sst2 --out runs/sst2\n  unmask train --task rte --out runs/rte --epochs 5")
+def run(args: argparse.Namespace) -> int:
+    from unmask.data import load_task
+    from unmask.models import load_model
+    from unmask.training import TrainConfig, train_classifier
+
+    model = load_model(args.model, num_labels=2, label_names=LABELS[args.task])
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         max_length=args.max_length, max_steps=args.max_steps, train_limit=args.train_limit,
+                         checkpoint_every=args.checkpoint_every, seed=args.seed)
+    result = train_classifier(model, load_task(args.task, "train"), load_task(args.task, "dev"), args.out,
+                              config, progress=not args.no_progress)
+    print(f"best dev accuracy {result['best_dev_accuracy']:.2f}% after {result['steps']} steps")
+    print(f"model written to {args.out}")
+    return 0
