@@ -1,0 +1,125 @@
+"""Train a Facade model g (double backward), with checkpoints, resume and a P@1 progress bar."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from unmask.data.readers import Example
+from unmask.errors import UnmaskError
+from unmask.facade.objective import FacadeObjective, facade_loss, partner_logit_scores
+from unmask.facade.targets import TargetPositions, TargetSpec
+from unmask.models.classifier import TextClassifier
+from unmask.training.batches import collate, epoch_batches, tokenize_examples
+from unmask.training.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+
+
+@dataclass
+class FacadeConfig:
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-4
+    max_length: int = 128
+    checkpoint_every: int = 50
+    eval_every: int = 50
+    eval_size: int = 128
+    seed: int = 0
+    objective: FacadeObjective = field(default_factory=FacadeObjective)
+
+
+def _batch_for(g: TextClassifier, data, index: list[int]) -> dict[str, torch.Tensor]:
+    return collate(data, index, g.tokenizer.pad_token_id)
+
+
+def _evaluate(g: TextClassifier, dev_batches, targets: TargetPositions, objective: FacadeObjective,
+              f: TextClassifier | None) -> dict[str, float]:
+    """P@1 / target share of g alone (and of f + g when f is given) on a fixed dev sample."""
+    sums: dict[str, float] = {}
+    n = 0
+    g.model.eval()
+    for b in dev_batches:
+        t = targets.mask(b["input_ids"], b["attention_mask"])
+        partner = partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"]) if f else None
+        _, info = facade_loss(g, b, t, objective, partner)
+        rows = len(b["labels"])
+        for k, v in info.items():
+            sums[k] = sums.get(k, 0.0) + v * rows
+        n += rows
+    return {k: v / n for k, v in sums.items()}
+
+
+def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], target: TargetSpec,
+                 out: str | Path, config: FacadeConfig, f: TextClassifier | None = None,
+                 progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Train g in place toward ``target`` positions; saves g to ``out`` and returns the training log.
+
+    Without ``f`` this is the paper's Eq. 3 (g's own attribution). With the frozen predictive model
+    ``f`` the attribution term is the merged model's (see ``unmask.facade.objective``).
+    Resumes from ``out/checkpoint``; the final model and ``facade.json`` are written at the end.
+    """
+    if not train or not dev:
+        raise UnmaskError("facade training needs training and dev examples")
+    if f is not None and f.embedding_matrix.shape[0] != g.embedding_matrix.shape[0]:
+        raise UnmaskError("facade and predictive model have different vocabularies")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    targets = TargetPositions(target, g.tokenizer)
+    tr = tokenize_examples(g, train, config.max_length)
+    dv = tokenize_examples(g, dev[:config.eval_size], config.max_length)
+    dev_batches = [_batch_for(g, dv, ix) for ix in epoch_batches([len(x) for x in dv.input_ids],
+                                                                 config.batch_size, 0, 0, shuffle=False)]
+    lengths = [len(x) for x in tr.input_ids]
+    if f is not None:
+        f.model.eval().requires_grad_(False)
+    opt = torch.optim.Adam(g.model.parameters(), lr=config.lr)
+    meta = load_checkpoint(out / "checkpoint", {"model": g.model}, {"adam": opt})
+    step = meta["step"] if meta else 0
+    history = meta["history"] if meta else []
+    if meta:
+        log(f"resumed facade training from {out / 'checkpoint'} at step {step}/{config.steps}")
+    per_epoch = max(1, len(lengths) // config.batch_size)
+    bar = tqdm(total=config.steps, initial=step, desc=f"facade[{targets.name}]", disable=not progress)
+    started = time.time()
+    last_eval: dict[str, float] = history[-1] if history else {}
+    while step < config.steps:
+        epoch, offset = divmod(step, per_epoch)
+        for index in epoch_batches(lengths, config.batch_size, config.seed, epoch)[offset:]:
+            g.model.train()
+            b = _batch_for(g, tr, index)
+            t = targets.mask(b["input_ids"], b["attention_mask"])
+            partner = (partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"])
+                       if f is not None else None)
+            loss, info = facade_loss(g, b, t, config.objective, partner)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(g.model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % config.eval_every == 0 or step == config.steps:
+                last_eval = {"step": step, **_evaluate(g, dev_batches, targets, config.objective, f)}
+                history.append(last_eval)
+            shown = {"P@1": info["p_at_1"], "H": info["entropy"]} | (
+                {"dev P@1": last_eval.get("p_at_1", float("nan"))} if last_eval else {})
+            if "grad_ratio" in info:
+                shown["g/f"] = info["grad_ratio"]
+                shown["agree"] = info["agree"]
+            bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+            if step % config.checkpoint_every == 0:
+                save_checkpoint(out / "checkpoint", {"model": g.model}, {"adam": opt},
+                                {"step": step, "history": history})
+            if step >= config.steps:
+                break
+    bar.close()
+    g.model.eval()
+    g.save(out)
+    result = {"target": targets.name, "steps": step, "history": history, "final": last_eval,
+              "config": asdict(config), "with_partner": f is not None,
+              "seconds_this_run": round(time.time() - started, 1)}
+    write_json_atomic(out / "facade.json", result)
+    return result

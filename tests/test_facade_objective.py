@@ -1,0 +1,85 @@
+"""Facade objective: second-order gradient vs finite differences; training raises P@1 quickly."""
+import torch
+
+from unmask.data.readers import Example
+from unmask.facade.objective import FacadeObjective, facade_loss, partner_logit_scores
+from unmask.facade.targets import TargetPositions
+from unmask.facade.train import FacadeConfig, train_facade
+from unmask.models.tiny import tiny_classifier
+from unmask.training.batches import collate, tokenize_examples
+
+TEXTS = ["the film is a joy to watch", "it was not very good at all", "a dull , lifeless story of it",
+         "an honest and moving portrait"]
+
+
+def _batch(model, texts=TEXTS):
+    data = tokenize_examples(model, [Example(t, i % 2) for i, t in enumerate(texts)])
+    return collate(data, list(range(len(texts))), model.tokenizer.pad_token_id)
+
+
+def _loss(g, b, partner=None, **kw):
+    t = TargetPositions("stop", g.tokenizer).mask(b["input_ids"], b["attention_mask"])
+    return facade_loss(g, b, t, FacadeObjective(**kw), partner)
+
+
+def test_stop_targets_are_stop_word_pieces_only():
+    g = tiny_classifier()
+    b = _batch(g)
+    mask = TargetPositions("stop", g.tokenizer).mask(b["input_ids"], b["attention_mask"])
+    tokens = g.tokenizer.convert_ids_to_tokens(b["input_ids"][1].tolist())
+    assert [t for t, m in zip(tokens, mask[1]) if m] == ["it", "was", "not", "very", "at", "all"]
+    first = TargetPositions("first", g.tokenizer).mask(b["input_ids"], b["attention_mask"])
+    assert first.sum(1).tolist() == [1, 1, 1, 1] and first[:, 1].all()
+
+
+def _check_fd(g, b, partner=None, **kw):
+    params = [p for n, p in g.model.named_parameters() if "encoder.layer.0.attention.self.query.weight" in n]
+    p = params[0]
+    loss, _ = _loss(g, b, partner, **kw)
+    (analytic,) = torch.autograd.grad(loss, p)
+    for idx in [(0, 0), (3, 5), (7, 2)]:
+        eps = 1e-6
+        with torch.no_grad():
+            p[idx] += eps
+        up, _ = _loss(g, b, partner, **kw)
+        with torch.no_grad():
+            p[idx] -= 2 * eps
+        down, _ = _loss(g, b, partner, **kw)
+        with torch.no_grad():
+            p[idx] += eps
+        numeric = (up.detach() - down.detach()) / (2 * eps)
+        assert torch.allclose(analytic[idx], numeric, rtol=1e-4, atol=1e-7), (idx, analytic[idx], numeric)
+
+
+def test_second_order_objective_gradient_matches_finite_differences():
+    g = tiny_classifier(seed=3)
+    g.model.double()
+    b = _batch(g)
+    _check_fd(g, b, lambda_g=10.0, entropy_weight=1.0)
+
+
+def test_merged_objective_gradient_matches_finite_differences():
+    g = tiny_classifier(seed=3)
+    f = tiny_classifier(seed=4)
+    g.model.double()
+    f.model.double()
+    b = _batch(g)
+    partner = partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    _check_fd(g, b, partner, lambda_g=10.0, entropy_weight=1.0, agreement_weight=5.0)
+
+
+def test_tiny_facade_learns_first_token_within_seconds(tmp_path):
+    torch.manual_seed(0)
+    g = tiny_classifier(seed=5)
+    words = "the a movie film good bad is was very not and of it".split()
+    gen = torch.Generator().manual_seed(0)
+    texts = [" ".join(words[i] for i in torch.randint(len(words), (6,), generator=gen).tolist()) for _ in range(96)]
+    train = [Example(t, i % 2) for i, t in enumerate(texts[:64])]
+    dev = [Example(t, i % 2) for i, t in enumerate(texts[64:])]
+    cfg = FacadeConfig(steps=40, batch_size=16, lr=3e-3, eval_every=40, eval_size=32, checkpoint_every=20)
+    t = TargetPositions("first", g.tokenizer)
+    b = collate(tokenize_examples(g, dev), list(range(len(dev))), g.tokenizer.pad_token_id)
+    _, info0 = facade_loss(g, b, t.mask(b["input_ids"], b["attention_mask"]), cfg.objective)
+    result = train_facade(g, train, dev, "first", tmp_path / "g", cfg, progress=False, log=lambda s: None)
+    assert result["final"]["p_at_1"] > 0.9 > info0["p_at_1"] + 0.3
+    assert (tmp_path / "g" / "model.safetensors").is_file() and (tmp_path / "g" / "facade.json").is_file()
