@@ -40,7 +40,7 @@ def install_split_layernorms(model: nn.Module, sizes: list[int]) -> int:
                 if child.normalized_shape != (sum(sizes),):
                     raise ValueError(f"{name}.{child_name}: LayerNorm of {child.normalized_shape} "
                                      f"cannot be split into {sizes}")
-                split = SplitLayerNorm(sizes, child.eps)
+                split = SplitLayerNorm(sizes, child.eps).to(child.weight.device, child.weight.dtype)
                 split.weight.data.copy_(child.weight.data)
                 split.bias.data.copy_(child.bias.data)
                 setattr(module, child_name, split)
