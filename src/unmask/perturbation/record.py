@@ -118,7 +118,8 @@ class TriggerResult:
             lines.append(f"  iteration {h['iteration']}: {' '.join(h['tokens'])!r} objective {h['objective']:.4f}")
         e = self.evaluation
         if e:
-            lines.append(f"held-out: {e['success_pct']:.1f}% of {e['n']} inputs predicted "
-                         f"{self.label_names[self.source_label]} change prediction "
-                         f"(accuracy on class {e['accuracy_before']:.1f}% -> {e['accuracy_after']:.1f}%)")
+            cls = self.label_names[self.source_label]
+            head = (f"held-out: {e['success_pct']:.1f}% of {e['n']} inputs predicted {cls} change prediction"
+                    if e["n"] else f"held-out: none of the {e['n_total']} inputs is predicted {cls}")
+            lines.append(f"{head} (accuracy on class {e['accuracy_before']:.1f}% -> {e['accuracy_after']:.1f}%)")
         return "\n".join(lines)
