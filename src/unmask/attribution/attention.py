@@ -49,7 +49,7 @@ class Attention(AttributionMethod):
             scores = a[:, 0, :]
         else:
             width = batch.input_ids.shape[1]
-            eye = torch.eye(width)
+            eye = torch.eye(width, dtype=maps[0].dtype)
             rollout = eye.expand(len(batch), width, width)
             for a in maps:
                 a = 0.5 * a.mean(1) + 0.5 * eye

@@ -15,7 +15,7 @@ from unmask.models.classifier import TextClassifier
 
 def predict_batch(model: TextClassifier, batch: Batch, token_budget: int = DEFAULT_TOKEN_BUDGET) -> torch.Tensor:
     """Logits for every row, computed in length buckets."""
-    out = torch.zeros(len(batch), model.num_labels)
+    out = torch.zeros(len(batch), model.num_labels, dtype=model.embedding_matrix.dtype)
     for idx in length_buckets(batch.lengths, token_budget):
         out[idx] = model.logits(batch.select(idx))
     return out

@@ -28,8 +28,8 @@ class Gradient(AttributionMethod):
     def attribute(self, model: TextClassifier, batch: Batch,
                   target: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
         embeds = model.embed(batch.input_ids).detach()
-        scores = torch.zeros(embeds.shape[:2])
-        values = torch.zeros(len(batch))
+        scores = torch.zeros(embeds.shape[:2], dtype=embeds.dtype)
+        values = torch.zeros(len(batch), dtype=embeds.dtype)
         for sl, grads, val in gradient_chunks(model, embeds, batch.attention_mask, batch.token_type_ids,
                                               target, self.objective, self.token_budget):
             scores[sl] = reduce_tokens(grads, embeds[sl], self.reduce)

@@ -45,7 +45,7 @@ class LeaveOneOut(AttributionMethod):
         pos = occludable.nonzero().tolist()  # (row, token) pairs to occlude
         base = objective_values(model.forward_embeds(embeds, batch.attention_mask,
                                                      batch.token_type_ids).logits, target, self.objective)
-        scores = torch.zeros(rows, width)
+        scores = torch.zeros(rows, width, dtype=embeds.dtype)
         fill = self._replacement(model)
         step = max(1, self.token_budget // width)
         for start in range(0, len(pos), step):

@@ -1,6 +1,8 @@
 """SmoothGrad (Smilkov et al. 2017): gradients averaged over Gaussian-noised word embeddings."""
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, OBJECTIVES, REDUCTIONS, AttributionMethod,
@@ -40,6 +42,19 @@ class SmoothGrad(AttributionMethod):
         lo = embeds.masked_fill(~valid, float("inf")).amin(dim=(1, 2))
         return self.noise_scale * (hi - lo)
 
+    def example_noise(self, batch: Batch, embeds: torch.Tensor) -> torch.Tensor:
+        """Unit-std draws (rows*samples, tokens, dim), zero at padding. Each example's draws depend only on
+        ``seed`` and its own token ids, so its scores do not change with batch order, padding or chunking.
+        """
+        n, (rows, width, dim) = self.samples, embeds.shape
+        noise = torch.zeros((rows * n, width, dim), dtype=embeds.dtype)
+        for r, length in enumerate(batch.lengths):
+            ids = batch.input_ids[r, :length].to(torch.int64).numpy().tobytes()
+            digest = hashlib.blake2b(ids, digest_size=8, key=str(self.seed).encode()).digest()
+            gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+            noise[r * n:(r + 1) * n, :length] = torch.randn((n, length, dim), generator=gen, dtype=embeds.dtype)
+        return noise
+
     def attribute(self, model: TextClassifier, batch: Batch, target: torch.Tensor,
                   noise: torch.Tensor | None = None) -> tuple[torch.Tensor, list[dict]]:
         """``noise`` (rows*samples, tokens, dim) of unit-std draws may be given for reproducibility."""
@@ -47,8 +62,10 @@ class SmoothGrad(AttributionMethod):
         n = self.samples
         std = self.noise_std(embeds, batch.attention_mask)
         if noise is None:
-            gen = torch.Generator().manual_seed(self.seed)
-            noise = torch.randn((len(batch) * n, *embeds.shape[1:]), generator=gen, dtype=embeds.dtype)
+            noise = self.example_noise(batch, embeds)
+        elif tuple(noise.shape) != (len(batch) * n, *embeds.shape[1:]):
+            raise UnmaskError(f"noise must have shape {(len(batch) * n, *embeds.shape[1:])}, "
+                              f"got {tuple(noise.shape)}")
         noisy = embeds.repeat_interleave(n, 0) + noise * std.repeat_interleave(n)[:, None, None]
         rep = batch.repeat(n)
         mean_grad = torch.zeros_like(embeds)
