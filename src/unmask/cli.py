@@ -46,5 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m unmask.cli`: commands register in the imported module
+    from unmask.cli import main as _main
+
+    sys.exit(_main())

@@ -30,27 +30,44 @@ def _bundled(*parts: str) -> resources.abc.Traversable:
 
 
 def _read_rows(text: str, path: str, delimiter: str) -> list[dict[str, str]]:
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter, quoting=csv.QUOTE_NONE)
+    """TSV as GLUE writes it (quotes are literal text); CSV with standard quoting ("a, b" is one field)."""
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
     if not reader.fieldnames:
         raise UnmaskError(f"{path}: empty file, expected a header row")
     return list(reader)
 
 
-def _rows_to_examples(rows: list[dict[str, str]], path: str, text_col: str, pair_col: str | None,
-                      label_col: str) -> list[Example]:
+def _label(value, where: str) -> int:
+    """An integer label: int, integral float, or a string of digits (not bool, not 1.5)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise UnmaskError(f"{where}: label {value!r} is not an integer")
+
+
+def _rows_to_examples(rows: list, path: str, text_col: str, pair_col: str | None,
+                      label_col: str, line_numbers: list[int] | None = None) -> list[Example]:
+    """Check every row (columns present, strings, integer label); rows are named by file line."""
     if not rows:
         return []
-    have = set(rows[0])
     need = {text_col, label_col} | ({pair_col} if pair_col else set())
-    if missing := need - have:
-        raise UnmaskError(f"{path}: missing column(s) {sorted(missing)}; found {sorted(have)}")
+    if isinstance(rows[0], dict) and (missing := need - set(rows[0])):
+        raise UnmaskError(f"{path}: missing column(s) {sorted(missing)}; found {sorted(rows[0])}")
     out = []
     for i, row in enumerate(rows):
-        try:
-            label = int(row[label_col])
-        except (TypeError, ValueError):
-            raise UnmaskError(f"{path}: row {i + 2}: label {row[label_col]!r} is not an integer") from None
-        out.append(Example(row[text_col], label, row[pair_col] if pair_col else None))
+        where = f"{path}: line {line_numbers[i]}" if line_numbers else f"{path}: row {i + 2}"
+        if not isinstance(row, dict):
+            raise UnmaskError(f"{where}: expected an object with {sorted(need)}, got {type(row).__name__}")
+        if missing := need - set(row):
+            raise UnmaskError(f"{where}: missing column(s) {sorted(missing)}")
+        for col in (text_col, pair_col) if pair_col else (text_col,):
+            if not isinstance(row[col], str):
+                raise UnmaskError(f"{where}: {col} {row[col]!r} is not a string")
+        out.append(Example(row[text_col], _label(row[label_col], where), row[pair_col] if pair_col else None))
     return out
 
 
@@ -80,20 +97,25 @@ def read_examples(path: str | Path, text_col: str = "text", label_col: str = "la
     p = Path(path)
     if not p.is_file():
         raise UnmaskError(f"data file not found: {p}")
-    raw = p.read_text(encoding="utf-8")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UnmaskError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    lines = None
     if p.suffix == ".jsonl":
-        rows = []
+        rows, lines = [], []
         for i, line in enumerate(raw.splitlines()):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise UnmaskError(f"{p}: line {i + 1} is not JSON: {e.msg}") from None
+                lines.append(i + 1)
     elif p.suffix in (".tsv", ".csv"):
         rows = _read_rows(raw, str(p), "\t" if p.suffix == ".tsv" else ",")
     else:
         raise UnmaskError(f"{p}: unsupported file type {p.suffix!r}; use .tsv, .csv or .jsonl")
-    return _rows_to_examples(rows, str(p), text_col, pair_col, label_col)
+    return _rows_to_examples(rows, str(p), text_col, pair_col, label_col, lines)
 
 
 @lru_cache(maxsize=1)

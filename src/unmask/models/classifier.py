@@ -187,6 +187,7 @@ def load_model(path: str | Path = DEFAULT_MODEL, num_labels: int | None = None,
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -201,13 +202,18 @@ def load_model(path: str | Path = DEFAULT_MODEL, num_labels: int | None = None,
         config = AutoConfig.from_pretrained(src)
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise UnmaskError(f"{p}: broken model config: {e}") from None
-    if num_labels is not None and not _has_classifier(p):
+    try:
+        fresh_head = num_labels is not None and not _has_classifier(p)
+    except SafetensorError as e:
+        raise UnmaskError(f"{p}: broken weights file model.safetensors: {e}") from None
+    if fresh_head:
         config.num_labels = num_labels
     if label_names:
         config.id2label = dict(enumerate(label_names))
         config.label2id = {n: i for i, n in enumerate(label_names)}
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar: stderr is for errors
     try:
         split = getattr(config, SPLIT_KEY, None)
         if split:
@@ -216,10 +222,14 @@ def load_model(path: str | Path = DEFAULT_MODEL, num_labels: int | None = None,
             model = AutoModelForSequenceClassification.from_pretrained(
                 src, config=config, attn_implementation="eager", use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(src, use_fast=True)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise UnmaskError(f"{p}: cannot load model: {str(e).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):  # transformers builds an empty one silently
+        raise UnmaskError(f"{p}: no tokenizer vocabulary (tokenizer.json / vocab.txt missing)")
     return TextClassifier(model, tokenizer, max_length=max_length, name=p.name)
 
 
