@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     model = load_model(args.model)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    records = explain(model, [args.text], methods=methods, pairs=[args.pair] if args.pair else None,
+    pairs = [args.pair] if args.pair is not None else None  # --pair "" is an error, not "no pair"
+    records = explain(model, [args.text], methods=methods, pairs=pairs,
                       target=args.target, on_too_long="error" if args.strict_length else "truncate")
     console = Console(highlight=False)
     for recs in records.values():

@@ -8,6 +8,7 @@ LayerNorm, as the Facade paper and AllenNLP Interpret do.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -52,12 +53,16 @@ class TextClassifier:
 
     def label_index(self, label: int | str) -> int:
         """Resolve a label given as index or name; raises ``UnmaskError`` for unknown labels."""
-        if isinstance(label, str) and label.lstrip("-").isdigit():
+        if isinstance(label, str) and label.strip().lstrip("-").isdigit():
             label = int(label)
-        if isinstance(label, int):
+        elif isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point():
+            label = int(label.item())
+        elif isinstance(label, numbers.Integral) and not isinstance(label, bool):
+            label = int(label)
+        if isinstance(label, int) and not isinstance(label, bool):
             if 0 <= label < self.num_labels:
                 return label
-        elif label in self.label_names:
+        elif isinstance(label, str) and label in self.label_names:
             return self.label_names.index(label)
         raise UnmaskError(f"unknown label {label!r}; this model has labels "
                           f"{', '.join(f'{i}={n}' for i, n in enumerate(self.label_names))}")
@@ -75,15 +80,15 @@ class TextClassifier:
             raise UnmaskError(f"got {len(texts)} texts but {len(pairs)} pair texts")
         if any(p is None for p in pairs) and any(p is not None for p in pairs):
             raise UnmaskError("either every input has a pair text or none has")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise UnmaskError(f"input text #{i} is empty")
-        for i, p in enumerate(pairs):
-            if p is not None and not p.strip():
-                raise UnmaskError(f"pair text #{i} is empty")
+        has_pair = pairs[0] is not None
+        for what, items in (("input text", texts), ("pair text", pairs if has_pair else [])):
+            for i, t in enumerate(items):
+                if not isinstance(t, str):
+                    raise UnmaskError(f"{what} #{i} is not a string but {type(t).__name__}")
+                if not t.strip():
+                    raise UnmaskError(f"{what} #{i} is empty")
         if on_too_long not in ("truncate", "error"):
             raise UnmaskError(f"on_too_long must be 'truncate' or 'error', not {on_too_long!r}")
-        has_pair = pairs[0] is not None
         args = (texts, pairs) if has_pair else (texts,)
         full = self.tokenizer(*args, truncation=False, add_special_tokens=True)
         too_long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
@@ -99,6 +104,10 @@ class TextClassifier:
         for b in range(len(texts)):
             tokens.append(enc.tokens(b))
             wid, sid = enc.word_ids(b), enc.sequence_ids(b)
+            for seq, what in enumerate(("input text", "pair text")[:1 + has_pair]):
+                if seq not in sid:
+                    raise UnmaskError(f"{what} #{b} has no tokens the model knows: "
+                                      f"{(texts, pairs)[seq][b]!r}")
             word_ids.append(wid)
             seq_ids.append(sid)
             words.append(self._words(enc, b, wid, sid, texts[b], pairs[b]))
@@ -222,7 +231,9 @@ def load_model(path: str | Path = DEFAULT_MODEL, num_labels: int | None = None,
             model = AutoModelForSequenceClassification.from_pretrained(
                 src, config=config, attn_implementation="eager", use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(src, use_fast=True)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+    except SafetensorError as e:
+        raise UnmaskError(f"{p}: broken weights file model.safetensors: {e}") from None
+    except (OSError, ValueError, RuntimeError) as e:
         raise UnmaskError(f"{p}: cannot load model: {str(e).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
