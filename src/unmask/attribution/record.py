@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -69,6 +69,15 @@ class Attribution:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), default=float)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Attribution":
+        """Inverse of ``to_dict`` (also accepts ``json.loads(to_json())``); the derived ``normalized`` is
+        recomputed, not read."""
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        kwargs["words"] = tuple(list(w) for w in d["words"])
+        return cls(**kwargs)
 
     def to_html(self) -> str:
         from unmask.report.html import attribution_html

@@ -28,10 +28,13 @@ def build(p: argparse.ArgumentParser) -> None:
 @command("train", "Fine-tune a classifier (resumes from OUT/checkpoint after a kill).",
          "examples:\n  unmask train --task sst2 --out runs/sst2\n  unmask train --task rte --out runs/rte --epochs 5")
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from unmask.data import load_task
     from unmask.models import load_model
     from unmask.training import TrainConfig, train_classifier
 
+    torch.manual_seed(args.seed)  # the new classifier head is initialized at load time
     model = load_model(args.model, num_labels=2, label_names=LABELS[args.task])
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          max_length=args.max_length, max_steps=args.max_steps, train_limit=args.train_limit,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,13 +94,15 @@ def train_classifier(model: TextClassifier, train: list[Example], dev: list[Exam
     step = meta["step"] if meta else 0
     history = meta["history"] if meta else []
     best = meta["best"] if meta else -1.0
+    running = meta.get("running_loss") if meta else None  # so the logged loss continues, not restarts
     if meta:
         log(f"resumed from {out / 'checkpoint'} at step {step}/{total}")
-    for _ in range(step):
-        sched.step()
+    with warnings.catch_warnings():  # replaying the schedule: "step() before optimizer.step()" is expected
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(step):
+            sched.step()
     bar = tqdm(total=total, initial=step, desc=f"train {model.name}", disable=not progress)
     started = time.time()
-    running = None
     while step < total:
         epoch, offset = divmod(step, per_epoch)
         batches = epoch_batches(lengths, config.batch_size, config.seed, epoch)
@@ -127,7 +130,7 @@ def train_classifier(model: TextClassifier, train: list[Example], dev: list[Exam
                     model.save(out)
             if step % config.checkpoint_every == 0 or end_of_epoch:
                 save_checkpoint(out / "checkpoint", {"model": model.model}, {"adamw": opt},
-                                {"step": step, "history": history, "best": best})
+                                {"step": step, "history": history, "best": best, "running_loss": running})
             if step >= total:
                 break
     bar.close()

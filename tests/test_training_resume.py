@@ -1,0 +1,154 @@
+"""Resume after a kill gives exactly the weights of an uninterrupted run (same data order, RNG, schedule).
+
+The kill is simulated by a loss function that raises mid-training, so the interrupted run uses the same
+configuration (and thus the same learning-rate schedule) as the uninterrupted one. Dropout is switched on
+so that restoring the RNG state matters.
+"""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unmask.data import load_task
+from unmask.models.tiny import tiny_classifier
+from unmask.training import TrainConfig, cross_entropy_loss, train_classifier
+
+CONFIG = dict(epochs=2, batch_size=8, lr=1e-3, warmup=0.2, max_length=32, checkpoint_every=3, seed=7)
+PER_EPOCH = 8  # 64 examples / batch 8
+TOTAL = 2 * PER_EPOCH
+
+
+class Killed(Exception):
+    pass
+
+
+def killing_loss(after_steps: int):
+    """Cross-entropy that 'kills the process' when step ``after_steps + 1`` starts."""
+    calls = {"n": 0}
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        if calls["n"] > after_steps:
+            raise Killed
+        return cross_entropy_loss(model, batch)
+    return loss_fn
+
+
+def fresh_model(seed: int):
+    m = tiny_classifier(seed=seed)
+    for module in m.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.1
+    return m
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_task("sst2", "train", limit=64), load_task("sst2", "dev", limit=16)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The uninterrupted run."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    model = fresh_model(seed=0)
+    result = train_classifier(model, *data, out, TrainConfig(**CONFIG), progress=False, log=lambda s: None)
+    return out, model, result
+
+
+def state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+
+
+def assert_same_run(out, model, result, reference) -> None:
+    ref_out, ref_model, ref_result = reference
+    ref_state, got = state(ref_model), state(model)
+    assert ref_state.keys() == got.keys()
+    changed = [k for k in ref_state if not torch.equal(ref_state[k], got[k])]
+    assert not changed, f"weights differ from the uninterrupted run: {changed[:5]}"
+    assert result["steps"] == ref_result["steps"] == TOTAL
+    assert result["history"] == ref_result["history"]
+    assert [h["step"] for h in result["history"]] == [PER_EPOCH, TOTAL]  # every epoch evaluated once
+    # the saved best model and the final optimizer state match too
+    for name in ("model.safetensors", "checkpoint/optim_adamw.safetensors"):
+        a, b = load_file(str(ref_out / name)), load_file(str(out / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    meta = json.loads((out / "metrics.json").read_text())
+    assert meta["steps"] == TOTAL and meta["best_dev_accuracy"] == ref_result["best_dev_accuracy"]
+
+
+def test_training_changes_the_weights(reference):
+    """Guard against a vacuous comparison: the reference run really trained."""
+    _, model, result = reference
+    assert result["steps"] == TOTAL
+    init = state(fresh_model(seed=0))
+    assert any(not torch.equal(init[k], v) for k, v in state(model).items())
+
+
+@pytest.mark.parametrize("kill_after", [2, 7, 11])  # before the first checkpoint; mid-epoch; second epoch
+def test_resume_after_kill_matches_uninterrupted_run(data, reference, tmp_path, kill_after):
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        train_classifier(fresh_model(seed=0), *data, out, TrainConfig(**CONFIG),
+                         loss_fn=killing_loss(kill_after), progress=False, log=lambda s: None)
+    last = kill_after - kill_after % CONFIG["checkpoint_every"]
+    if last:
+        meta = json.loads((out / "checkpoint" / "checkpoint.json").read_text())["meta"]
+        assert meta["step"] == last
+    else:
+        assert not (out / "checkpoint").exists()
+    # A new process with a fresh optimizer. With a checkpoint, start from a different random init: every
+    # weight must come from the checkpoint. Without one, the run restarts from the same base model.
+    logs: list[str] = []
+    model = fresh_model(seed=123 if last else 0)
+    result = train_classifier(model, *data, out, TrainConfig(**CONFIG), progress=False, log=logs.append)
+    if last:
+        assert f"resumed from {out / 'checkpoint'} at step {last}/{TOTAL}" in logs
+    assert_same_run(out, model, result, reference)
+
+
+def test_resume_survives_a_kill_during_the_checkpoint_write(data, reference, tmp_path):
+    """A kill between the two renames leaves only ``checkpoint.old``; one during the write leaves a
+    half-written ``checkpoint.tmp``. Resume must use the last complete checkpoint."""
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        train_classifier(fresh_model(seed=0), *data, out, TrainConfig(**CONFIG),
+                         loss_fn=killing_loss(10), progress=False, log=lambda s: None)
+    ckpt = out / "checkpoint"
+    ckpt.rename(out / "checkpoint.old")
+    shutil.copytree(out / "checkpoint.old", out / "checkpoint.tmp")
+    (out / "checkpoint.tmp" / "model.safetensors").write_bytes(b"\0" * 10)
+    model = fresh_model(seed=5)
+    result = train_classifier(model, *data, out, TrainConfig(**CONFIG), progress=False, log=lambda s: None)
+    assert_same_run(out, model, result, reference)
+    assert not (out / "checkpoint.tmp").exists() and not (out / "checkpoint.old").exists()
+
+
+def test_finished_run_is_not_trained_again(data, reference):
+    ref_out, ref_model, ref_result = reference
+    model = fresh_model(seed=9)
+    result = train_classifier(model, *data, ref_out, TrainConfig(**CONFIG), progress=False, log=lambda s: None)
+    assert result["steps"] == TOTAL and result["history"] == ref_result["history"]
+    assert all(torch.equal(a, b) for a, b in zip(state(model).values(), state(ref_model).values()))
+
+
+def test_cli_train_is_deterministic_with_a_seed(tmp_path, capsys):
+    """``unmask train`` on an encoder without a classifier head: the head is initialized at load time, so
+    two runs with the same seed must start (and end) identically."""
+    from unmask.cli import main
+
+    base = tiny_classifier(seed=0)
+    base.model.bert.save_pretrained(tmp_path / "encoder")
+    base.tokenizer.save_pretrained(tmp_path / "encoder")
+    saved = []
+    for run in ("a", "b"):
+        code = main(["train", "--task", "sst2", "--out", str(tmp_path / run), "--model", str(tmp_path / "encoder"),
+                     "--train-limit", "16", "--batch-size", "8", "--epochs", "1", "--max-length", "16",
+                     "--seed", "3", "--no-progress"])
+        assert code == 0
+        saved.append(load_file(str(tmp_path / run / "model.safetensors")))
+    assert "classifier.weight" in saved[0]
+    assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
+    assert "model written to" in capsys.readouterr().out
