@@ -64,24 +64,27 @@ def gradient_split_ratio(model: TextClassifier, examples: list[Example], batch_s
     return float(np.median(ratios))
 
 
-def evaluate_model(model: TextClassifier, examples: list[Example], targets: TargetPositions,
+def evaluate_model(model: TextClassifier, examples: list[Example], targets: dict[str, TargetPositions],
                    config: EvalConfig, reference_predictions: list[int] | None = None,
                    progress: bool = True) -> dict:
-    """Accuracy, agreement with ``reference_predictions`` and saliency metrics on ``examples``."""
+    """Accuracy, agreement with ``reference_predictions`` and, for each target set (e.g. ``{"ft": ...,
+    "stop": ...}``), P@1 / Mean Attribution per method: ``saliency[target][method] = {"p1", "attr"}``.
+    Attributions are computed once per method and scored against every target set."""
     pairs = [e.pair for e in examples] if examples[0].pair is not None else None
     batch = model.encode([e.text for e in examples], pairs)
     logits = predict_batch(model, batch, config.token_budget)
     preds = logits.argmax(-1)
     gold = torch.tensor([e.label for e in examples])
     result: dict = {"accuracy": 100.0 * float((preds == gold).float().mean()),
-                    "predictions": preds.tolist(), "saliency": {}}
+                    "predictions": preds.tolist(), "saliency": {name: {} for name in targets}}
     if reference_predictions is not None:
         result["agreement"] = 100.0 * float((preds == torch.tensor(reference_predictions)).float().mean())
-    masks = [targets.mask_tokens(batch.tokens[i][:n], batch.sequence_ids[i][:n])
-             for i, n in enumerate(batch.lengths)]
+    masks = {t: [positions.mask_tokens(batch.tokens[i][:n], batch.sequence_ids[i][:n])
+                 for i, n in enumerate(batch.lengths)] for t, positions in targets.items()}
     for name, method in paper_methods(config).items():
         records = attribute_batch(model, batch, method, preds, logits, progress=progress)
-        result["saliency"][name] = saliency_summary(records, masks)
+        for t in targets:
+            result["saliency"][t][name] = saliency_summary(records, masks[t])
         if name == "integrated_gradients":
             rel = [r.extras["relative_error"] for r in records]
             result["ig_relative_completeness_error_median"] = float(np.median(rel))

@@ -1,0 +1,176 @@
+"""The whole Facade study for one task: train g (first token, stop words), regularize f, merge,
+check equivalence, evaluate every model, and assemble the paper's Tables 1 and 2.
+
+Every stage writes its own directory under ``root`` and is skipped when its output exists, so a killed
+run resumes at the stage (and, inside training, at the checkpoint) where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from unmask.data.readers import load_task
+from unmask.facade.equivalence import check_merge
+from unmask.facade.evaluate import EvalConfig, evaluate_model
+from unmask.facade.merge import merge, save_atomic
+from unmask.facade.model import new_facade
+from unmask.facade.objective import FacadeObjective
+from unmask.facade.regularize import regularized_loss
+from unmask.facade.targets import TargetPositions
+from unmask.facade.train import FacadeConfig, train_facade
+from unmask.models.classifier import TextClassifier, load_model
+from unmask.training.checkpoint import write_json_atomic
+from unmask.training.finetune import TrainConfig, train_classifier
+
+TARGETS = {"ft": "first", "stop": "stop"}
+MERGES = {"merged_ft": ("f_orig", "g_ft"), "merged_stop": ("f_orig", "g_stop"),
+          "merged_ft_rp": ("rp", "g_ft"), "merged_stop_rp": ("rp", "g_stop")}
+EVALUATED = {"f_orig": ("ft", "stop"), "rp": ("ft", "stop"), "g_ft": ("ft",), "g_stop": ("stop",),
+             "merged_ft": ("ft",), "merged_ft_rp": ("ft",), "merged_stop": ("stop",),
+             "merged_stop_rp": ("stop",)}
+
+
+@dataclass
+class PipelineConfig:
+    task: str = "sst2"
+    f_orig: str = "runs/sst2"
+    root: str = "runs/facade/sst2"
+    facade: FacadeConfig = field(default_factory=FacadeConfig)
+    merged_objective: bool = True
+    facade_hidden: int = 256
+    rp_steps: int = 400
+    rp_lr: float = 2e-5
+    lambda_rp: float = 3.0
+    eval_limit: int | None = None
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    train_limit: int | None = None
+    with_rp: bool = True
+    seed: int = 0
+
+
+def _done(d: Path) -> bool:
+    return (d / "model.safetensors").is_file() and (d / "config.json").is_file()
+
+
+class FacadePipeline:
+    """Runs (or resumes) the study; ``run()`` returns the results dict (the committed JSON shape)."""
+
+    def __init__(self, config: PipelineConfig, log: Callable[[str], None] = print, progress: bool = True):
+        self.c, self.log, self.progress = config, log, progress
+        self.root = Path(config.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.train = load_task(config.task, "train", limit=config.train_limit)
+        self.dev = load_task(config.task, "dev", limit=config.eval_limit)
+        self._models: dict[str, TextClassifier] = {}
+
+    def path(self, name: str) -> Path:
+        return Path(self.c.f_orig) if name == "f_orig" else self.root / name
+
+    def model(self, name: str) -> TextClassifier:
+        if name not in self._models:
+            self._models[name] = load_model(self.path(name))
+        return self._models[name]
+
+    # ------------------------------------------------------------------ stages
+    def train_facades(self) -> None:
+        for key, target in TARGETS.items():
+            out = self.path(f"g_{key}")
+            if _done(out):
+                continue
+            self.log(f"[facade] training g_{key} (target: {target}) -> {out}")
+            f = self.model("f_orig")
+            g = new_facade(f, seed=self.c.seed, hidden=self.c.facade_hidden)
+            train_facade(g, self.train, self.dev, target, out, self.c.facade,
+                         f=f if self.c.merged_objective else None, progress=self.progress, log=self.log)
+
+    def regularize(self) -> None:
+        out = self.path("rp")
+        if not self.c.with_rp or _done(out):
+            return
+        self.log(f"[facade] regularizing f (Eq. 5, lambda_rp={self.c.lambda_rp}) -> {out}")
+        f = load_model(self.c.f_orig)
+        cfg = TrainConfig(max_steps=self.c.rp_steps, lr=self.c.rp_lr, warmup=0.0, batch_size=32,
+                          checkpoint_every=100, seed=self.c.seed)
+        train_classifier(f, self.train, self.dev, out, cfg, loss_fn=regularized_loss(self.c.lambda_rp),
+                         progress=self.progress, log=self.log)
+
+    def merge_all(self) -> dict[str, dict]:
+        checks = {}
+        texts = [e.text for e in self.dev]
+        pairs = [e.pair for e in self.dev] if self.dev[0].pair is not None else None
+        for name, (f_name, g_name) in MERGES.items():
+            if f_name == "rp" and not self.c.with_rp:
+                continue
+            out = self.path(name)
+            check_file = out / "merge_check.json"
+            if _done(out) and check_file.is_file():
+                checks[name] = json.loads(check_file.read_text())
+                continue
+            self.log(f"[facade] merging {f_name} + {g_name} -> {out}")
+            f, g = self.model(f_name), self.model(g_name)
+            merged = merge(f, g)
+            result = check_merge(f, g, merged, texts, pairs, progress=self.progress)
+            save_atomic(merged, out)
+            write_json_atomic(check_file, {"model": str(self.path(f_name)), "facade": str(self.path(g_name)),
+                                           "checked_on": f"{self.c.task} dev ({len(texts)})", **result})
+            checks[name] = result
+        return checks
+
+    def evaluate_all(self) -> dict[str, dict]:
+        results = {}
+        positions = {k: TargetPositions(v, self.model("f_orig").tokenizer) for k, v in TARGETS.items()}
+        reference = None
+        for name, keys in EVALUATED.items():
+            if name.endswith("_rp") or name == "rp":
+                if not self.c.with_rp:
+                    continue
+            cache = self.root / "eval" / f"{name}.json"
+            if cache.is_file():
+                results[name] = json.loads(cache.read_text())
+            else:
+                self.log(f"[facade] evaluating {name} on {len(self.dev)} {self.c.task} dev examples")
+                started = time.time()
+                results[name] = evaluate_model(self.model(name), self.dev, {k: positions[k] for k in keys},
+                                               self.c.evaluation, reference, progress=self.progress)
+                results[name]["seconds"] = round(time.time() - started, 1)
+                write_json_atomic(cache, results[name])
+            if name == "f_orig":
+                reference = results[name]["predictions"]
+        return results
+
+    # ------------------------------------------------------------------ all
+    def run(self, command: str = "") -> dict:
+        self.train_facades()
+        self.regularize()
+        checks = self.merge_all()
+        evals = self.evaluate_all()
+        return assemble(self.c, command, checks, evals)
+
+
+def assemble(config: PipelineConfig, command: str, checks: dict[str, dict], evals: dict[str, dict]) -> dict:
+    """The committed results shape (percentages 0-100), plus diagnostics."""
+    acc = {name: evals[name]["accuracy"] for name in evals}
+    out = {
+        "task": config.task, "command": command,
+        "accuracy": acc,
+        "agreement": {k.removeprefix("merged_"): evals[k]["agreement"] for k in MERGES if k in evals},
+        "max_logit_diff": {k.removeprefix("merged_"): checks[k]["max_logit_diff"] for k in MERGES if k in checks},
+        "saliency": {},
+        "diagnostics": {
+            "grad_ratio_g_over_f": {k: evals[k].get("grad_ratio_g_over_f") for k in MERGES if k in evals},
+            "grad_norm_ratio_at_merge": {k: checks[k].get("grad_norm_ratio") for k in MERGES if k in checks},
+            "ig_relative_completeness_error_median": {
+                k: v.get("ig_relative_completeness_error_median") for k, v in evals.items()},
+            "eval_seconds": {k: v.get("seconds") for k, v in evals.items()},
+        },
+        "config": asdict(config),
+    }
+    for key in TARGETS:
+        rows = {"f_orig": "f_orig", "merged": f"merged_{key}", "merged_rp": f"merged_{key}_rp", "g": f"g_{key}"}
+        out["saliency"][key] = {row: evals[name]["saliency"][key] for row, name in rows.items() if name in evals}
+        if "rp" in evals:
+            out["saliency"][key]["rp"] = evals["rp"]["saliency"][key]
+    return out
