@@ -61,8 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-flips", type=int, default=None, help="HotFlip budget (default: all eligible pieces)")
     p.add_argument("--trigger-length", type=int, default=3)
     p.add_argument("--trigger-iterations", type=int, default=10)
-    p.add_argument("--trigger-batch", type=int, default=32)
-    p.add_argument("--trigger-candidates", type=int, default=40)
+    p.add_argument("--trigger-batch", type=int, default=16, help="inputs per search iteration (default 16; "
+                   "Wallace et al. used larger batches and 40 candidates on a GPU)")
+    p.add_argument("--trigger-candidates", type=int, default=20)
     p.add_argument("--trigger-beam", type=int, default=1)
     p.add_argument("--trigger-search-limit", type=int, default=512)
     p.add_argument("--trigger-eval-limit", type=int, default=None)

@@ -86,12 +86,17 @@ def reduce_inputs(model: TextClassifier, texts: str | Sequence[str], pairs: str 
         flat = [(i, s) for i, states in beams.items() for s in states]
         scores = attribute_rows(model, scorer, [s.row for _, s in flat], [orig[i] for i, _ in flat])
         children: list[tuple[int, _State, int]] = []
+        child_rows: list[TokenRow] = []
+        seen: set[tuple[int, tuple[int, ...]]] = set()
         for (i, s), sc in zip(flat, scores):
             pos = s.row.positions(segment)
             if len(pos) > min_tokens:
-                least = sorted(pos, key=lambda p: (abs(float(sc[p])), p))[:beam_size]
-                children.extend((i, s, p) for p in least)
-        child_rows = [s.row.remove(p) for _, s, p in children]
+                for p in sorted(pos, key=lambda p: (abs(float(sc[p])), p))[:beam_size]:
+                    row = s.row.remove(p)
+                    if (i, row.ids) not in seen:  # the same removals in another order: score once
+                        seen.add((i, row.ids))
+                        children.append((i, s, p))
+                        child_rows.append(row)
         probs = predict_rows(model, child_rows, token_budget) if child_rows else torch.zeros(0, 1)
         depth += 1
         kept: dict[int, dict[tuple[int, ...], _State]] = {}
@@ -99,7 +104,7 @@ def reduce_inputs(model: TextClassifier, texts: str | Sequence[str], pairs: str 
         for (i, s, p), row, pr in zip(children, child_rows, probs):
             proposed.add(i)
             pred = int(pr.argmax())
-            if pred != orig[i] or row.ids in kept.get(i, {}):
+            if pred != orig[i]:
                 continue
             step = Step(tokens=row_tokens(model, row), prediction=pred, probability=float(pr[orig[i]]),
                         change={"removed": model.tokenizer.convert_ids_to_tokens(s.row.ids[p]), "position": p})
