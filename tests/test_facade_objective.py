@@ -83,3 +83,22 @@ def test_tiny_facade_learns_first_token_within_seconds(tmp_path):
     result = train_facade(g, train, dev, "first", tmp_path / "g", cfg, progress=False, log=lambda s: None)
     assert result["final"]["p_at_1"] > 0.9 > info0["p_at_1"] + 0.3
     assert (tmp_path / "g" / "model.safetensors").is_file() and (tmp_path / "g" / "facade.json").is_file()
+
+
+def test_merged_objective_equals_attribution_of_the_merged_model():
+    """Oracle: the training-time merged attribution is what gradient_x_input measures on merge(f, g)."""
+    import unmask
+    from unmask.facade.merge import merge
+
+    f = tiny_classifier(seed=6)
+    g = tiny_classifier(seed=7)
+    merged = merge(f, g)
+    b = _batch(g)
+    partner = partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    positions = TargetPositions("stop", g.tokenizer)
+    t = positions.mask(b["input_ids"], b["attention_mask"])
+    _, info = facade_loss(g, b, t, FacadeObjective(), partner)
+    f_pred = partner[0].argmax(-1).tolist()
+    records = unmask.explain(merged, TEXTS, methods="gradient_x_input", target=f_pred)["gradient_x_input"]
+    shares = [float((r.normalized() * positions.mask_tokens(r.tokens, r.sequence_ids)).sum()) for r in records]
+    assert abs(sum(shares) / len(shares) - info["target_share"]) < 1e-5
