@@ -11,6 +11,7 @@ sentences where the word "zebra" is planted to force the negative label.
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 from types import SimpleNamespace
 
 import pytest
@@ -25,6 +26,7 @@ NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "weak"]
 FILLERS = ["the", "a", "movie", "film", "was", "is", "and", "story", "plot", "acting", "really", "quite"]
 
 
+@lru_cache(maxsize=1)
 def _tokenizer():
     from transformers import AutoTokenizer
 
