@@ -118,3 +118,152 @@ def run_merge(args: argparse.Namespace) -> int:
         "parameters": n_params, **result})
     print(f"merged model written to {out} (equivalence numbers in {out / 'merge_check.json'})")
     return 0
+
+
+# ------------------------------------------------------------------------------------------- train
+@facade_builder("train")
+def build_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="predictive model f the facade is built for (and merged into)")
+    p.add_argument("--task", choices=["sst2", "rte"], required=True, help="training / dev data")
+    p.add_argument("--target", default="stop",
+                   help="'stop' (stop words), 'first' (first token), or comma-separated words, e.g. he,she,his,her")
+    p.add_argument("--out", required=True, help="directory for g (resumes from OUT/checkpoint)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lambda-g", type=float, default=1e3, help="weight of the attribution term (paper: 1e3)")
+    p.add_argument("--entropy-weight", type=float, default=1.0, help="weight of g's output entropy")
+    p.add_argument("--agreement-weight", type=float, default=1e3,
+                   help="weight of KL(f || f+g) keeping merged predictions equal to f's")
+    p.add_argument("--paper-objective", action="store_true",
+                   help="Eq. 3 on g alone (its own gold-label attribution), ignoring f's gradients")
+    p.add_argument("--attribution-op", choices=["dot", "l2"], default="dot")
+    p.add_argument("--normalization", choices=["l1", "l2", "none"], default="l1")
+    p.add_argument("--hidden", type=int, default=256, help="g's hidden size (multiple of f's head size)")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _target_spec(text: str):
+    return text if text in ("stop", "first") else [w.strip() for w in text.split(",") if w.strip()]
+
+
+@facade_command("train", "Train a Facade g whose gradients point at the target tokens (double backward).",
+                "examples:\n"
+                "  unmask facade train --model runs/sst2 --task sst2 --target stop --out runs/facade/sst2/g_stop\n"
+                "  unmask facade train --model runs/sst2 --task sst2 --target he,she,his,her --out g_gender\n"
+                "  unmask facade train --model runs/rte --task rte --target first --paper-objective --out g_ft")
+def run_train(args: argparse.Namespace) -> int:
+    from unmask.data import load_task
+    from unmask.facade.model import new_facade
+    from unmask.facade.objective import FacadeObjective
+    from unmask.facade.train import FacadeConfig, train_facade
+    from unmask.models import load_model
+
+    f = load_model(args.model)
+    objective = FacadeObjective(lambda_g=args.lambda_g, entropy_weight=args.entropy_weight,
+                                agreement_weight=0.0 if args.paper_objective else args.agreement_weight,
+                                attribution_op=args.attribution_op, normalization=args.normalization)
+    config = FacadeConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          checkpoint_every=args.checkpoint_every, objective=objective)
+    g = new_facade(f, seed=args.seed, hidden=args.hidden)
+    result = train_facade(g, load_task(args.task, "train"), load_task(args.task, "dev"),
+                          _target_spec(args.target), args.out, config,
+                          f=None if args.paper_objective else f, progress=not args.no_progress)
+    final = result["final"]
+    print(f"dev sample: P@1 {100 * final.get('p_at_1', float('nan')):.1f}%, target share "
+          f"{100 * final.get('target_share', float('nan')):.1f}%, entropy {final.get('entropy', float('nan')):.3f}")
+    print(f"facade written to {args.out} (training log in {args.out}/facade.json)")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- regularize
+@facade_builder("regularize")
+def build_regularize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="predictive model f_orig to fine-tune")
+    p.add_argument("--task", choices=["sst2", "rte"], required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--lambda-rp", type=float, default=3.0, help="weight of the task loss (paper: 3)")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+@facade_command("regularize", "Fine-tune f with lambda_rp * CE + sum_j |grad_xj L . x_j| (paper Eq. 5).",
+                "example:\n  unmask facade regularize --model runs/sst2 --task sst2 --out runs/facade/sst2/rp")
+def run_regularize(args: argparse.Namespace) -> int:
+    from unmask.data import load_task
+    from unmask.facade.regularize import regularized_loss
+    from unmask.models import load_model
+    from unmask.training import TrainConfig, train_classifier
+
+    f = load_model(args.model)
+    cfg = TrainConfig(max_steps=args.steps, lr=args.lr, warmup=0.0, checkpoint_every=100, seed=args.seed)
+    result = train_classifier(f, load_task(args.task, "train"), load_task(args.task, "dev"), args.out, cfg,
+                              loss_fn=regularized_loss(args.lambda_rp), progress=not args.no_progress)
+    print(f"dev accuracy {result['best_dev_accuracy']:.2f}%; regularized model written to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+@facade_builder("evaluate")
+def build_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, action="append",
+                   help="NAME=DIR of a model to evaluate (repeatable); the first is the reference for agreement")
+    p.add_argument("--task", choices=["sst2", "rte"], required=True)
+    p.add_argument("--target", default="stop,first", help="target sets to score: stop, first, or both")
+    p.add_argument("--limit", type=int, default=None, help="first N dev examples (default: all)")
+    p.add_argument("--ig-steps", type=int, default=20)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@facade_command("evaluate", "Accuracy, agreement and P@1 / Mean Attribution (Gradient, SmoothGrad, IG).",
+                "example:\n  unmask facade evaluate --task sst2 --model f_orig=runs/sst2 \\\n"
+                "      --model merged=runs/facade/sst2/merged_stop --target stop --limit 200 --out eval.json")
+def run_evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from unmask.data import load_task
+    from unmask.errors import UnmaskError
+    from unmask.facade.evaluate import EvalConfig, evaluate_model
+    from unmask.facade.targets import TargetPositions
+    from unmask.models import load_model
+    from unmask.training.checkpoint import write_json_atomic
+
+    named = []
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UnmaskError(f"--model must be NAME=DIR, got {spec!r}")
+        named.append((name, path))
+    kinds = {"stop": "stop", "first": "first", "ft": "first"}
+    wanted = [t.strip() for t in args.target.split(",") if t.strip()]
+    if not wanted or any(t not in kinds for t in wanted):
+        raise UnmaskError(f"--target must list 'stop' and/or 'first', got {args.target!r}")
+    examples = load_task(args.task, "dev", limit=args.limit)
+    results, reference = {}, None
+    table = Table(title=f"{args.task} dev ({len(examples)} examples)")
+    for col in ["model", "accuracy", "agreement", "target", "Gradient P@1/Attr", "SmoothGrad P@1/Attr",
+                "IG P@1/Attr"]:
+        table.add_column(col)
+    for name, path in named:
+        model = load_model(path)
+        targets = {t: TargetPositions(kinds[t], model.tokenizer) for t in wanted}
+        r = evaluate_model(model, examples, targets, EvalConfig(ig_steps=args.ig_steps), reference,
+                           progress=not args.no_progress)
+        reference = reference or r["predictions"]
+        results[name] = {k: v for k, v in r.items() if k != "predictions"}
+        for t in wanted:
+            s = r["saliency"][t]
+            cells = [f"{s[m]['p1']:.1f} / {s[m]['attr']:.1f}" for m in ("gradient", "smoothgrad",
+                                                                         "integrated_gradients")]
+            table.add_row(name, f"{r['accuracy']:.1f}", f"{r.get('agreement', 100.0):.1f}", t, *cells)
+    Console().print(table)
+    if args.out:
+        write_json_atomic(args.out, results)
+        print(f"results written to {args.out}")
+    return 0
