@@ -1,0 +1,232 @@
+"""Train a ``DiffMask`` over a data set: progress bar, checkpoints, resume, evaluation, save / load.
+
+Each step draws one layer (uniformly from ``layers``), samples gates for a batch, reruns the frozen model
+on the masked input / states and takes one step of Lookahead RMSprop on probes and baselines (descent)
+and on that layer's Lagrange multiplier (ascent, clamped to ``[0, multiplier_max]``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from unmask.errors import UnmaskError
+from unmask.masking.adapters import MaskableModel
+from unmask.masking.diffmask import DiffMask, kl_divergence
+from unmask.masking.lookahead import Lookahead
+from unmask.training.batches import epoch_batches
+from unmask.training.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+
+WEIGHTS = "diffmask.safetensors"
+SPEC = "diffmask.json"
+
+
+@dataclass
+class DiffMaskTrainConfig:
+    steps: int = 300
+    batch_size: int = 32
+    lr_gates: float = 3e-4
+    lr_multipliers: float = 0.3
+    lr_baselines: float | None = None  # None: same as lr_gates
+    lookahead_k: int = 5
+    lookahead_alpha: float = 0.5
+    layers: list[int] | None = None
+    checkpoint_every: int = 100
+    log_every: int = 25
+    seed: int = 0
+
+    def check(self, num_layers: int) -> list[int]:
+        """Validate and return the trained layers."""
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise UnmaskError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("lr_gates", "lr_multipliers", "lr_baselines"):
+            value = getattr(self, name)
+            if name == "lr_baselines" and value is None:
+                continue
+            if not (math.isfinite(value) and value > 0):
+                raise UnmaskError(f"{name} must be a positive number, got {value}")
+        layers = list(range(num_layers + 1)) if self.layers is None else list(self.layers)
+        if not layers:
+            raise UnmaskError("no layers to train")
+        for k in layers:
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= num_layers:
+                raise UnmaskError(f"layer index must be an integer in 0..{num_layers}, got {k!r}")
+        return sorted(set(layers))
+
+
+@dataclass
+class _Running:
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def update(self, layer: int, stats: dict[str, float], decay: float = 0.95) -> None:
+        cur = self.values.setdefault(str(layer), {})
+        for k, v in stats.items():
+            cur[k] = v if k not in cur else decay * cur[k] + (1 - decay) * v
+
+
+def make_optimizers(diffmask: DiffMask, config: DiffMaskTrainConfig) -> tuple[Lookahead, Lookahead]:
+    probe_params = list(diffmask.probes.parameters())
+    lr_baselines = config.lr_gates if config.lr_baselines is None else config.lr_baselines
+    gates = Lookahead(torch.optim.RMSprop([{"params": probe_params},
+                                           {"params": list(diffmask.baselines), "lr": lr_baselines}],
+                                          lr=config.lr_gates), config.lookahead_k, config.lookahead_alpha)
+    multipliers = Lookahead(torch.optim.RMSprop([diffmask.multipliers], lr=config.lr_multipliers),
+                            config.lookahead_k, config.lookahead_alpha)
+    return gates, multipliers
+
+
+def train_diffmask(diffmask: DiffMask, adapter: MaskableModel, items: Sequence[Any], out: str | Path,
+                   config: DiffMaskTrainConfig = DiffMaskTrainConfig(), dev_items: Sequence[Any] | None = None,
+                   info: dict | None = None, progress: bool = True,
+                   log: Callable[[str], None] = print) -> dict:
+    """Train ``diffmask`` in place on ``items`` (collated by ``adapter``); resumes from ``out/checkpoint``.
+
+    Writes ``out/diffmask.safetensors`` + ``out/diffmask.json`` (spec, ``info``, metrics) at the end.
+    """
+    if not items:
+        raise UnmaskError("no training data for DiffMask")
+    layers = config.check(diffmask.num_layers)
+    if adapter.num_layers != diffmask.num_layers:
+        raise UnmaskError(f"model has layers 0..{adapter.num_layers}, DiffMask has 0..{diffmask.num_layers}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    frozen = [(p, p.requires_grad) for p in _model_params(adapter)]
+    for p, _ in frozen:
+        p.requires_grad_(False)  # the analysed model stays fixed; no weight gradients needed
+    try:
+        result = _train_loop(diffmask, adapter, items, out, config, layers, progress, log)
+    finally:
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+    if dev_items:
+        result["dev"] = evaluate_diffmask(diffmask, adapter, dev_items, layers, config.batch_size,
+                                          progress=progress)
+    save_diffmask(diffmask, out, info=info, metrics=result)
+    return result
+
+
+def _train_loop(diffmask: DiffMask, adapter: MaskableModel, items: Sequence[Any], out: Path,
+                config: DiffMaskTrainConfig, layers: list[int], progress: bool,
+                log: Callable[[str], None]) -> dict:
+    opt_gates, opt_mult = make_optimizers(diffmask, config)
+    lengths = adapter.lengths(items)
+    per_epoch = math.ceil(len(items) / config.batch_size)
+    modules = {"diffmask": diffmask, "lookahead_gates": opt_gates.state, "lookahead_multipliers": opt_mult.state}
+    optims = {"gates": opt_gates.optimizer, "multipliers": opt_mult.optimizer}
+    meta = load_checkpoint(out / "checkpoint", modules, optims)
+    step = meta["step"] if meta else 0
+    history = meta["history"] if meta else []
+    running = _Running(meta["running"] if meta else {})
+    if meta:
+        log(f"resumed DiffMask from {out / 'checkpoint'} at step {step}/{config.steps}")
+    started = time.time()
+    bar = tqdm(total=config.steps, initial=step, desc=f"diffmask {diffmask.mode}", disable=not progress)
+    while step < config.steps:
+        epoch, offset = divmod(step, per_epoch)
+        for index in epoch_batches(lengths, config.batch_size, config.seed, epoch)[offset:]:
+            layer = random.Random(config.seed * 1000003 + step).choice(layers)
+            batch = adapter.collate([items[i] for i in index])
+            states = adapter.states(batch)
+            diffmask.init_baselines(adapter, states)
+            diffmask.train()
+            parts = diffmask.lagrangian(adapter, batch, states, layer)
+            opt_gates.zero_grad()
+            opt_mult.zero_grad()
+            parts["loss"].backward()
+            diffmask.multipliers.grad.neg_()  # gradient ascent on the multipliers
+            opt_gates.step()
+            opt_mult.step()
+            diffmask.clamp_multipliers()
+            step += 1
+            running.update(layer, {k: float(parts[k]) for k in ("kl", "l0", "sampled_kept")})
+            bar.update(1)
+            bar.set_postfix(layer=layer, kl=f"{float(parts['kl']):.3f}", l0=f"{float(parts['l0']):.3f}",
+                            lam=f"{float(diffmask.multipliers[layer].detach()):.2f}")
+            if step % config.log_every == 0 or step == config.steps:
+                history.append({"step": step, "running": json.loads(json.dumps(running.values)),
+                                "multipliers": diffmask.multipliers.detach().tolist()})
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save_checkpoint(out / "checkpoint", modules, optims,
+                                {"step": step, "history": history, "running": running.values})
+            if step >= config.steps:
+                break
+    bar.close()
+    result = {"steps": step, "layers": layers, "config": asdict(config), "train_items": len(items),
+              "multipliers": diffmask.multipliers.detach().tolist(), "running": running.values,
+              "history": history, "seconds_this_run": round(time.time() - started, 1)}
+    return result
+
+
+def _model_params(adapter: MaskableModel) -> list[torch.nn.Parameter]:
+    return list(adapter.parameters())
+
+
+@torch.no_grad()
+def evaluate_diffmask(diffmask: DiffMask, adapter: MaskableModel, items: Sequence[Any],
+                      layers: Sequence[int] | None = None, batch_size: int = 32, seed: int = 0,
+                      progress: bool = False) -> dict[str, dict[str, float]]:
+    """Per layer, averaged over examples: expected share of positions kept (``expected_kept``), share kept by
+    sampled and by deterministic gates, and KL(original || masked) with sampled and deterministic gates."""
+    diffmask.eval()
+    layers = list(range(diffmask.num_layers + 1)) if layers is None else [diffmask.check_layer(k) for k in layers]
+    sums = {k: {} for k in layers}
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for s in tqdm(range(0, len(items), batch_size), desc="evaluate diffmask", disable=not progress, leave=False):
+            batch = adapter.collate(list(items[s:s + batch_size]))
+            states = adapter.states(batch)
+            mask = states.mask.to(states.logits.dtype)
+            count = mask.sum(1)
+            for k in layers:
+                keep = diffmask.keep_probability(states, k)
+                sampled = diffmask.sample_gates(states, k)
+                det = diffmask.deterministic_gates(states, k)
+                row = {
+                    "expected_kept": (keep * mask).sum(1) / count,
+                    "sampled_kept": ((sampled > 0) * mask).sum(1) / count,
+                    "deterministic_kept": ((det > 0) * mask).sum(1) / count,
+                    "kl_sampled": kl_divergence(states.logits,
+                                                diffmask.masked_logits(adapter, batch, states, k, sampled)),
+                    "kl_deterministic": kl_divergence(states.logits,
+                                                      diffmask.masked_logits(adapter, batch, states, k, det)),
+                }
+                for name, v in row.items():
+                    sums[k][name] = sums[k].get(name, 0.0) + float(v.sum())
+    return {str(k): {name: v / len(items) for name, v in row.items()} for k, row in sums.items()}
+
+
+def save_diffmask(diffmask: DiffMask, out: str | Path, info: dict | None = None, metrics: dict | None = None) -> Path:
+    """``out/diffmask.safetensors`` (weights) and ``out/diffmask.json`` (spec, info, metrics), atomically."""
+    from safetensors.torch import save_file
+
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / (WEIGHTS + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in diffmask.state_dict().items()}, str(tmp))
+    tmp.replace(d / WEIGHTS)
+    write_json_atomic(d / SPEC, {"spec": diffmask.spec(), "info": info or {}, "metrics": metrics or {}})
+    return d
+
+
+def load_diffmask(directory: str | Path) -> tuple[DiffMask, dict]:
+    """A trained DiffMask and its saved JSON (``spec``, ``info``, ``metrics``)."""
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    if not (d / SPEC).is_file() or not (d / WEIGHTS).is_file():
+        raise UnmaskError(f"{d}: not a trained DiffMask directory (needs {SPEC} and {WEIGHTS}; "
+                          f"train one with `unmask diffmask train`)")
+    saved = json.loads((d / SPEC).read_text())
+    diffmask = DiffMask(**saved["spec"])
+    diffmask.load_state_dict(load_file(str(d / WEIGHTS)))
+    return diffmask.eval(), saved
