@@ -67,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trigger-beam", type=int, default=1)
     p.add_argument("--trigger-search-limit", type=int, default=512)
     p.add_argument("--trigger-eval-limit", type=int, default=None)
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="compute only for these models (e.g. f_orig now, the merged ones once they exist)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
                    help="override a model directory (f_orig, merged_ft, merged_stop)")
     p.add_argument("--runs", default=str(ROOT / "runs"), help="where models and caches live")
@@ -127,7 +129,8 @@ def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
     beams = [int(b) for b in args.beams.split(",")]
     base = Path(args.runs) / "perturbation" / args.task
     spec = TASK[args.task]
-    names = [n for n in MODELS if any(n in NEEDS[p] for p in parts)]
+    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+    names = [n for n in MODELS if n in wanted and any(n in NEEDS[p] for p in parts)]
     for name in names:
         t0 = time.time()
         model = load_model(dirs[name])
@@ -289,7 +292,10 @@ def main(argv=None) -> int:
     if unknown := [p for p in parts if p not in NEEDS]:
         raise SystemExit(f"unknown part(s) {unknown}; choose from {sorted(NEEDS)}")
     if not args.summary_only:
-        needed = sorted({n for p in parts for n in NEEDS[p]})
+        wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+        if unknown := [m for m in wanted if m not in MODELS]:
+            raise SystemExit(f"unknown model name(s) {unknown}; choose from {sorted(MODELS)}")
+        needed = sorted({n for p in parts for n in NEEDS[p] if n in wanted})
         missing = [f"{n} ({dirs[n]})" for n in needed if not (dirs[n] / "config.json").is_file()]
         if missing:
             raise SystemExit("missing model(s): " + ", ".join(missing) + "; train them first (see the Facade "
