@@ -48,6 +48,7 @@ class PipelineConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     train_limit: int | None = None
     with_rp: bool = True
+    targets: tuple[str, ...] = ("ft", "stop")
     seed: int = 0
 
 
@@ -77,6 +78,8 @@ class FacadePipeline:
     # ------------------------------------------------------------------ stages
     def train_facades(self) -> None:
         for key, target in TARGETS.items():
+            if key not in self.c.targets:
+                continue
             out = self.path(f"g_{key}")
             if _done(out):
                 continue
@@ -102,7 +105,7 @@ class FacadePipeline:
         texts = [e.text for e in self.dev]
         pairs = [e.pair for e in self.dev] if self.dev[0].pair is not None else None
         for name, (f_name, g_name) in MERGES.items():
-            if f_name == "rp" and not self.c.with_rp:
+            if (f_name == "rp" and not self.c.with_rp) or g_name.removeprefix("g_") not in self.c.targets:
                 continue
             out = self.path(name)
             check_file = out / "merge_check.json"
@@ -124,9 +127,9 @@ class FacadePipeline:
         positions = {k: TargetPositions(v, self.model("f_orig").tokenizer) for k, v in TARGETS.items()}
         reference = None
         for name, keys in EVALUATED.items():
-            if name.endswith("_rp") or name == "rp":
-                if not self.c.with_rp:
-                    continue
+            keys = tuple(k for k in keys if k in self.c.targets)
+            if not keys or ((name.endswith("_rp") or name == "rp") and not self.c.with_rp):
+                continue
             cache = self.root / "eval" / f"{name}.json"
             if cache.is_file():
                 results[name] = json.loads(cache.read_text())
@@ -168,7 +171,7 @@ def assemble(config: PipelineConfig, command: str, checks: dict[str, dict], eval
         },
         "config": asdict(config),
     }
-    for key in TARGETS:
+    for key in config.targets:
         rows = {"f_orig": "f_orig", "merged": f"merged_{key}", "merged_rp": f"merged_{key}_rp", "g": f"g_{key}"}
         out["saliency"][key] = {row: evals[name]["saliency"][key] for row, name in rows.items() if name in evals}
         if "rp" in evals:

@@ -1,0 +1,127 @@
+"""Facade detection: does a model's gradient come from a part that does not make its predictions?
+
+Two independent checks.
+
+Structural (BERT-family): split the hidden units into independent sub-networks
+(``unmask.facade.structure``). For each one measure its share of the logit margin and its share of the
+Eq. 1 gradient attribution on real inputs. A sub-network that holds most of the gradient but almost none
+of the margin is a facade: it shapes explanations, not predictions.
+
+Behavioral (any model): gradient attributions of a manipulated model stop agreeing with what actually
+changes the output. We compare each method's token ranking with leave-one-out occlusion (Spearman) and
+report the gap between Gradient and IG; IG is hard to manipulate this way (paper section 5.1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from unmask.attribution.explain import attribute_batch, predict_batch
+from unmask.attribution.gradient_x_input import GradientXInput
+from unmask.attribution.integrated_gradients import IntegratedGradients
+from unmask.attribution.leave_one_out import LeaveOneOut
+from unmask.errors import UnmaskError
+from unmask.facade.structure import component_logits, hidden_components
+from unmask.models.classifier import TextClassifier
+
+
+@dataclass
+class Component:
+    size: int
+    margin_share: float     # share of |logit margin| contributed, averaged over inputs
+    gradient_share: float   # share of sum_i |grad_i . x_i| on this component's dims
+    facade: bool
+
+
+@dataclass
+class Detection:
+    components: list[Component]
+    rank_agreement_with_occlusion: dict[str, float]
+    verdict: str
+    suspicious: bool
+    n_inputs: int
+    thresholds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _gradient_shares(model: TextClassifier, batch, components: list[np.ndarray]) -> np.ndarray:
+    x = model.embed(batch.input_ids).detach().requires_grad_(True)
+    logits = model.forward_embeds(x, batch.attention_mask, batch.token_type_ids).logits
+    loss = torch.nn.functional.cross_entropy(logits, logits.argmax(-1), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    mask = batch.attention_mask.to(grad.dtype)
+    per = [((grad[..., c] * x.detach()[..., c]).sum(-1).abs() * mask).sum(-1) for c in
+           (torch.as_tensor(c) for c in components)]
+    per = torch.stack(per, -1)
+    return (per / per.sum(-1, keepdim=True).clamp_min(1e-30)).mean(0).numpy()
+
+
+def _margin_shares(model: TextClassifier, batch, components: list[np.ndarray]) -> np.ndarray:
+    parts = component_logits(model, batch.input_ids, batch.attention_mask, batch.token_type_ids, components)
+    pred = parts.sum(0).argmax(-1)
+    onehot = torch.nn.functional.one_hot(pred, parts.shape[-1]).bool()
+    runner_up = parts.sum(0).masked_fill(onehot, float("-inf")).argmax(-1)
+    rows = torch.arange(parts.shape[1])
+    margin = (parts[:, rows, pred] - parts[:, rows, runner_up]).abs()  # (components, rows)
+    return (margin / margin.sum(0, keepdim=True).clamp_min(1e-30)).mean(1).numpy()
+
+
+def _rank_agreement(model: TextClassifier, batch, ig_steps: int) -> dict[str, float]:
+    logits = predict_batch(model, batch)
+    target = logits.argmax(-1)
+    occl = attribute_batch(model, batch, LeaveOneOut(), target, logits)
+    out = {}
+    for name, method in (("gradient", GradientXInput()),
+                         ("integrated_gradients", IntegratedGradients(steps=ig_steps, tolerance=None))):
+        recs = attribute_batch(model, batch, method, target, logits)
+        rhos = []
+        for r, o in zip(recs, occl):
+            keep = np.array([s is not None for s in r.sequence_ids])
+            if keep.sum() >= 3:
+                rho = spearmanr(np.abs(r.scores[keep]), np.abs(o.scores[keep])).statistic
+                if np.isfinite(rho):
+                    rhos.append(rho)
+        out[name] = float(np.mean(rhos)) if rhos else float("nan")
+    return out
+
+
+def detect_facade(model: TextClassifier, texts: list[str], pairs: list[str | None] | None = None,
+                  rel_tol: float = 1e-6, ig_steps: int = 20, facade_gradient_share: float = 0.5,
+                  facade_margin_share: float = 0.1, rank_gap: float = 0.3) -> Detection:
+    """Audit ``model`` on ``texts``; see the module docstring. Thresholds are parameters and reported."""
+    if not texts:
+        raise UnmaskError("facade detection needs at least one input text")
+    batch = model.encode(texts, pairs)
+    comps: list[Component] = []
+    if getattr(model.model.config, "model_type", None) == "bert" and hasattr(model.model, "bert"):
+        parts = hidden_components(model, rel_tol)
+        if len(parts) > 1:
+            g_share = _gradient_shares(model, batch, parts)
+            m_share = _margin_shares(model, batch, parts)
+        else:
+            g_share = m_share = np.ones(1)
+        comps = [Component(len(c), float(m), float(g), bool(g > facade_gradient_share and m < facade_margin_share))
+                 for c, m, g in zip(parts, m_share, g_share)]
+    agreement = _rank_agreement(model, batch, ig_steps)
+    gap = agreement["integrated_gradients"] - agreement["gradient"]
+    reasons = []
+    if any(c.facade for c in comps):
+        f = next(c for c in comps if c.facade)
+        reasons.append(f"an independent sub-network of {f.size} hidden units carries {100 * f.gradient_share:.0f}% "
+                       f"of the gradient attribution but {100 * f.margin_share:.1f}% of the logit margin")
+    elif len(comps) > 1:
+        reasons.append(f"the model splits into {len(comps)} independent sub-networks (no facade-like one)")
+    if gap > rank_gap:
+        reasons.append(f"Gradient agrees with occlusion far less than IG does (Spearman {agreement['gradient']:.2f} "
+                       f"vs {agreement['integrated_gradients']:.2f})")
+    suspicious = any(c.facade for c in comps) or gap > rank_gap
+    verdict = ("SUSPICIOUS: " + "; ".join(reasons)) if suspicious else (
+        "no facade found" + (f" ({reasons[0]})" if reasons else ""))
+    return Detection(comps, agreement, verdict, suspicious, len(texts),
+                     {"rel_tol": rel_tol, "facade_gradient_share": facade_gradient_share,
+                      "facade_margin_share": facade_margin_share, "rank_gap": rank_gap})

@@ -1,0 +1,90 @@
+"""Structural facade detection: is a BERT classifier a sum of independent sub-networks?
+
+A merged model f + g keeps f's and g's hidden units apart: every weight matrix is block diagonal (up to
+a permutation, which hides nothing here) and every LayerNorm normalizes each block on its own. We build
+the graph of hidden units connected by non-negligible weights (attention Q/K/V/output, feed-forward
+paths through the intermediate units, the pooler, and the LayerNorm groups) and take its connected
+components. An honest transformer with ordinary LayerNorm is one component; a merged model is two or
+more, and each component's share of the logits and of the input gradient can then be measured apart.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from torch import nn
+
+from unmask.errors import UnmaskError
+from unmask.models.classifier import TextClassifier
+from unmask.models.split_layernorm import SplitLayerNorm
+
+
+def _nonzero(w: torch.Tensor, rel_tol: float) -> np.ndarray:
+    w = w.detach().abs().float()
+    return (w > rel_tol * w.max().clamp_min(1e-30)).numpy()
+
+
+def _layernorm_groups(module: nn.Module, hidden: int) -> list[np.ndarray]:
+    if isinstance(module, SplitLayerNorm):
+        bounds = np.cumsum([0, *module.sizes])
+        return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [np.arange(hidden)]
+
+
+def hidden_unit_graph(model: TextClassifier, rel_tol: float = 1e-6) -> np.ndarray:
+    """Boolean (hidden x hidden) adjacency of hidden units that interact anywhere in the network."""
+    hf = model.model
+    if getattr(hf.config, "model_type", None) != "bert" or not hasattr(hf, "bert"):
+        raise UnmaskError("structural facade detection supports BERT-family classifiers only "
+                          f"(got model_type {getattr(hf.config, 'model_type', None)!r})")
+    hidden = hf.config.hidden_size
+    adj = np.eye(hidden, dtype=bool)
+
+    def couple(groups: list[np.ndarray]) -> None:
+        for g in groups:
+            adj[np.ix_(g, g)] = True
+
+    couple(_layernorm_groups(hf.bert.embeddings.LayerNorm, hidden))
+    for layer in hf.bert.encoder.layer:
+        att = layer.attention
+        head = hidden // hf.config.num_attention_heads
+        for lin in (att.self.query, att.self.key, att.self.value, att.output.dense):
+            adj |= _nonzero(lin.weight, rel_tol)
+        # query and key of one head interact through their dot product; so do value dims of a head
+        qk = _nonzero(att.self.query.weight, rel_tol) | _nonzero(att.self.key.weight, rel_tol)
+        for h in range(hf.config.num_attention_heads):
+            rows = slice(h * head, (h + 1) * head)
+            inputs = np.nonzero(qk[rows].any(0))[0]
+            couple([np.concatenate([np.arange(h * head, (h + 1) * head), inputs])])
+        ffn_in = _nonzero(layer.intermediate.dense.weight, rel_tol).astype(np.float32)   # inter x hidden
+        ffn_out = _nonzero(layer.output.dense.weight, rel_tol).astype(np.float32)        # hidden x inter
+        adj |= (ffn_out @ ffn_in) > 0
+        couple(_layernorm_groups(att.output.LayerNorm, hidden))
+        couple(_layernorm_groups(layer.output.LayerNorm, hidden))
+    if getattr(hf.bert, "pooler", None) is not None:
+        adj |= _nonzero(hf.bert.pooler.dense.weight, rel_tol)
+    return adj | adj.T
+
+
+def hidden_components(model: TextClassifier, rel_tol: float = 1e-6) -> list[np.ndarray]:
+    """Hidden-unit index sets of the independent sub-networks, largest first."""
+    n, labels = connected_components(csr_matrix(hidden_unit_graph(model, rel_tol)), directed=False)
+    comps = [np.nonzero(labels == i)[0] for i in range(n)]
+    return sorted(comps, key=len, reverse=True)
+
+
+@torch.no_grad()
+def component_logits(model: TextClassifier, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     token_type_ids: torch.Tensor | None, components: list[np.ndarray]) -> torch.Tensor:
+    """(components, rows, labels): each component's additive share of the logits (bias excluded).
+
+    Valid because components never interact: the pooled output restricted to a component depends on
+    that component alone, and the classifier is linear.
+    """
+    hf = model.model
+    out = model.forward_embeds(model.embed(input_ids), attention_mask, token_type_ids, output_hidden_states=True)
+    cls = out.hidden_states[-1][:, 0]
+    pooled = hf.bert.pooler(out.hidden_states[-1]) if hf.bert.pooler is not None else cls
+    w = hf.classifier.weight
+    return torch.stack([pooled[:, c] @ w[:, c].T for c in (torch.as_tensor(c) for c in components)])
