@@ -170,10 +170,19 @@ class TextClassifier:
 
     def save(self, directory: str | Path) -> Path:
         """Write config, tokenizer and safetensors weights to ``directory`` (atomically per file)."""
+        import shutil
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(d, safe_serialization=True)
-        self.tokenizer.save_pretrained(d)
+        staging = d / ".saving"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.model.save_pretrained(staging, safe_serialization=True)
+        self.tokenizer.save_pretrained(staging)
+        names = sorted(p.name for p in staging.iterdir())
+        # weights last: a reader that sees new weights also sees their config and tokenizer
+        for name in sorted(names, key=lambda n: n == "model.safetensors"):
+            os.replace(staging / name, d / name)
+        staging.rmdir()
         return d
 
 
