@@ -114,7 +114,8 @@ def test_short_training_beats_random_attribution(counting, tmp_path):
     data, model = counting
     torch.manual_seed(0)
     dm = diffmask_for(model, "hidden", eps=0.1, probe_hidden=8)
-    config = DiffMaskTrainConfig(steps=800, batch_size=64, lr_gates=3e-3, layers=[1], checkpoint_every=10_000)
+    config = DiffMaskTrainConfig(steps=800, batch_size=64, lr_gates=5e-3, layers=[1], warmup_steps=100,
+                                 checkpoint_every=10_000)
     train_diffmask(dm, model, list(range(len(data))), tmp_path, config, progress=False, log=lambda s: None)
     keep, _ = keep_probabilities(dm, model, data)
     kl_diffmask = kl_to_ground_truth(keep[:, 1], data)

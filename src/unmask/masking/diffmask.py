@@ -43,7 +43,8 @@ class DiffMask(nn.Module):
     """Probes, baselines and Lagrange multipliers for one model (``layer_sizes`` = sizes of layers 0..L)."""
 
     def __init__(self, input_size: int, layer_sizes: list[int], mode: str = "input", eps: float = 0.1,
-                 probe_hidden: int = 64, max_activation: float = 10.0, init_bias: float = 5.0, temperature: float = TEMPERATURE,
+                 probe_hidden: int = 64, max_activation: float | None = 10.0, init_bias: float = 5.0,
+                 temperature: float = TEMPERATURE,
                  left: float = LEFT, right: float = RIGHT, multiplier_init: float = 1.0,
                  multiplier_max: float = 200.0) -> None:
         super().__init__()

@@ -4,6 +4,7 @@ Probe k reads ``[x_i; h_i^(k)]`` in input mode (the paper's Eq. 8 conditions on 
 layer's state) and ``h_i^(k)`` in hidden mode. As in the authors' released code, the location is bounded:
 ``max_activation * tanh(MLP(.)) + bias`` with the bias starting at ``init_bias`` (gates start open, so
 the KL constraint holds at the beginning), and the MLP is ``Linear -> Tanh -> Linear``.
+With ``max_activation=None`` the location is unbounded: ``MLP(.) + bias``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch import nn
 
 
 class Probe(nn.Module):
-    def __init__(self, size: int, hidden: int, max_activation: float, init_bias: float) -> None:
+    def __init__(self, size: int, hidden: int, max_activation: float | None, init_bias: float) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(size, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.mlp[2].weight)
@@ -23,14 +24,17 @@ class Probe(nn.Module):
         self.max_activation = max_activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.max_activation * torch.tanh(self.mlp(x).squeeze(-1)) + self.bias
+        out = self.mlp(x).squeeze(-1)
+        if self.max_activation is not None:
+            out = self.max_activation * torch.tanh(out)
+        return out + self.bias
 
 
 class LayerProbes(nn.Module):
     """One probe per layer k (layer sizes ``sizes``); with ``input_size`` the probes also read the input."""
 
     def __init__(self, sizes: Sequence[int], input_size: int | None = None, hidden: int = 64,
-                 max_activation: float = 10.0, init_bias: float = 5.0) -> None:
+                 max_activation: float | None = 10.0, init_bias: float = 5.0) -> None:
         super().__init__()
         self.sizes = list(sizes)
         self.with_input = input_size is not None

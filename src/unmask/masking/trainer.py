@@ -38,6 +38,8 @@ class DiffMaskTrainConfig:
     lr_baselines: float | None = None  # None: same as lr_gates
     lookahead_k: int = 5
     lookahead_alpha: float = 0.5
+    warmup_steps: int = 200  # linear warm-up of the probe / baseline learning rates (released code: 200)
+    centered: bool = True  # centered RMSprop for probes and baselines (as in the released code)
     layers: list[int] | None = None
     checkpoint_every: int = 100
     log_every: int = 25
@@ -48,6 +50,8 @@ class DiffMaskTrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UnmaskError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise UnmaskError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         for name in ("lr_gates", "lr_multipliers", "lr_baselines"):
             value = getattr(self, name)
             if name == "lr_baselines" and value is None:
@@ -76,9 +80,11 @@ class _Running:
 def make_optimizers(diffmask: DiffMask, config: DiffMaskTrainConfig) -> tuple[Lookahead, Lookahead]:
     probe_params = list(diffmask.probes.parameters())
     lr_baselines = config.lr_gates if config.lr_baselines is None else config.lr_baselines
-    gates = Lookahead(torch.optim.RMSprop([{"params": probe_params},
-                                           {"params": list(diffmask.baselines), "lr": lr_baselines}],
-                                          lr=config.lr_gates), config.lookahead_k, config.lookahead_alpha)
+    gates = Lookahead(torch.optim.RMSprop([{"params": probe_params, "lr": config.lr_gates, "base_lr": config.lr_gates},
+                                           {"params": list(diffmask.baselines), "lr": lr_baselines,
+                                            "base_lr": lr_baselines}],
+                                          lr=config.lr_gates, centered=config.centered),
+                      config.lookahead_k, config.lookahead_alpha)
     multipliers = Lookahead(torch.optim.RMSprop([diffmask.multipliers], lr=config.lr_multipliers),
                             config.lookahead_k, config.lookahead_alpha)
     return gates, multipliers
@@ -139,6 +145,9 @@ def _train_loop(diffmask: DiffMask, adapter: MaskableModel, items: Sequence[Any]
             states = adapter.states(batch)
             diffmask.init_baselines(adapter, states)
             diffmask.train()
+            warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+            for group in opt_gates.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * warm
             parts = diffmask.lagrangian(adapter, batch, states, layer)
             opt_gates.zero_grad()
             opt_mult.zero_grad()
@@ -176,7 +185,8 @@ def evaluate_diffmask(diffmask: DiffMask, adapter: MaskableModel, items: Sequenc
                       layers: Sequence[int] | None = None, batch_size: int = 32, seed: int = 0,
                       progress: bool = False) -> dict[str, dict[str, float]]:
     """Per layer, averaged over examples: expected share of positions kept (``expected_kept``), share kept by
-    sampled and by deterministic gates, and KL(original || masked) with sampled and deterministic gates."""
+    sampled and by deterministic gates, KL(original || masked) with sampled and deterministic gates, and the
+    share of examples whose predicted label survives deterministic masking (``agreement_deterministic``)."""
     diffmask.eval()
     layers = list(range(diffmask.num_layers + 1)) if layers is None else [diffmask.check_layer(k) for k in layers]
     sums = {k: {} for k in layers}
@@ -191,14 +201,15 @@ def evaluate_diffmask(diffmask: DiffMask, adapter: MaskableModel, items: Sequenc
                 keep = diffmask.keep_probability(states, k)
                 sampled = diffmask.sample_gates(states, k)
                 det = diffmask.deterministic_gates(states, k)
+                det_logits = diffmask.masked_logits(adapter, batch, states, k, det)
                 row = {
                     "expected_kept": (keep * mask).sum(1) / count,
                     "sampled_kept": ((sampled > 0) * mask).sum(1) / count,
                     "deterministic_kept": ((det > 0) * mask).sum(1) / count,
                     "kl_sampled": kl_divergence(states.logits,
                                                 diffmask.masked_logits(adapter, batch, states, k, sampled)),
-                    "kl_deterministic": kl_divergence(states.logits,
-                                                      diffmask.masked_logits(adapter, batch, states, k, det)),
+                    "kl_deterministic": kl_divergence(states.logits, det_logits),
+                    "agreement_deterministic": (det_logits.argmax(-1) == states.logits.argmax(-1)).to(mask.dtype),
                 }
                 for name, v in row.items():
                     sums[k][name] = sums[k].get(name, 0.0) + float(v.sum())
