@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=sorted(TASK), required=True)
     p.add_argument("--limit", type=int, default=None, help="dev examples for input reduction (default: all)")
+    p.add_argument("--beam3-limit", type=int, default=None,
+                   help="dev examples for input reduction with beams > 1 (default: --limit)")
     p.add_argument("--hotflip-limit", type=int, default=None, help="dev examples for HotFlip (default: --limit)")
     p.add_argument("--parts", default="reduce,hotflip,triggers", help="comma-separated subset to run")
     p.add_argument("--beams", default="1,3")
@@ -99,6 +101,17 @@ def dev_order(task: str, seed: int):
     return dev, order
 
 
+def example_keys(args, order: list[int]):
+    """Dev indices per analysis: prefixes of one seeded permutation, so larger limits extend smaller ones."""
+    take = lambda n: order[:n] if n else order  # noqa: E731
+    wide = args.beam3_limit or args.limit
+
+    def reduce_keys(beam: int) -> list[int]:
+        return take(args.limit if beam == 1 else wide)
+
+    return reduce_keys, take(args.hotflip_limit or args.limit)
+
+
 def run_cached(cache: JsonlCache, keys: list[int], dev, fn, chunk: int, desc: str) -> None:
     """Run ``fn(examples) -> [result dicts]`` on the keys not yet cached, ``chunk`` at a time."""
     todo = cache.missing(keys)
@@ -123,9 +136,7 @@ def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
     from unmask.perturbation import evaluate_trigger, hotflip, reduce_inputs, search_trigger
 
     dev, order = dev_order(args.task, args.seed)
-    keys_reduce = order[: args.limit] if args.limit else order
-    hf_limit = args.hotflip_limit or args.limit
-    keys_flip = order[:hf_limit] if hf_limit else order
+    keys_reduce, keys_flip = example_keys(args, order)
     beams = [int(b) for b in args.beams.split(",")]
     base = Path(args.runs) / "perturbation" / args.task
     spec = TASK[args.task]
@@ -140,7 +151,7 @@ def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
                 cache = JsonlCache(base / f"reduce_beam{beam}" / f"{name}.jsonl",
                                    {"model": str(dirs[name]), "beam": beam, "segment": 0, "seed": args.seed,
                                     "method": "gradient_x_input(loss)"})
-                run_cached(cache, keys_reduce, dev, lambda ex, b=beam: [
+                run_cached(cache, keys_reduce(beam), dev, lambda ex, b=beam: [
                     r.to_dict() for r in reduce_inputs(model, [e.text for e in ex], _pairs(ex), beam_size=b,
                                                        segment=0)],
                            args.chunk, f"{args.task} {name} reduce beam {beam}")
@@ -180,9 +191,7 @@ def summarize(args, dirs: dict[str, Path]) -> dict:
     from unmask.perturbation.record import PerturbationResult
 
     dev, order = dev_order(args.task, args.seed)
-    keys_reduce = order[: args.limit] if args.limit else order
-    hf_limit = args.hotflip_limit or args.limit
-    keys_flip = order[:hf_limit] if hf_limit else order
+    keys_reduce, keys_flip = example_keys(args, order)
     base = Path(args.runs) / "perturbation" / args.task
 
     def load(path: Path, keys) -> list[PerturbationResult] | None:
@@ -195,7 +204,7 @@ def summarize(args, dirs: dict[str, Path]) -> dict:
     for beam in [int(b) for b in args.beams.split(",")]:
         block = out["input_reduction"][f"beam{beam}"] = {}
         for name in NEEDS["reduce"]:
-            rs = load(base / f"reduce_beam{beam}" / f"{name}.jsonl", keys_reduce)
+            rs = load(base / f"reduce_beam{beam}" / f"{name}.jsonl", keys_reduce(beam))
             block[name] = reduction_stop_metrics(rs) if rs else None
     for name in NEEDS["hotflip"]:
         rs = load(base / "hotflip" / f"{name}.jsonl", keys_flip)
