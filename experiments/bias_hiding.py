@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from jsonl_cache import JsonlCache  # noqa: E402
+from jsonl_cache import JsonlCache, fingerprint  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = HERE.parent
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
 
     examples = sets["biased_dev"][: args.limit] if args.limit else sets["biased_dev"]
     methods = paper_methods(EvalConfig())
-    cache_config = {"f": str(f_dir), "facade": str(facade_dir), "correlation": args.correlation,
+    cache_config = {"f": str(f_dir), "f_weights": fingerprint(f_dir), "correlation": args.correlation,
                     "seed": args.seed}
     ga: dict = {m: {} for m in methods}
     sa: dict = {m: {} for m in methods}
@@ -229,8 +229,9 @@ def main(argv=None) -> int:
             if model is None:
                 ga[meth][name] = sa[meth][name] = None
                 continue
-            recs = attributions(model, name, meth, method, examples, work / "attributions", args.chunk,
-                                cache_config)
+            config = dict(cache_config, facade=str(facade_dir), facade_weights=fingerprint(facade_dir)) \
+                if name == "merged_stop" else cache_config
+            recs = attributions(model, name, meth, method, examples, work / "attributions", args.chunk, config)
             ga[meth][name] = gender_attribution(recs)
             sa[meth][name] = stop_attribution(recs)
 

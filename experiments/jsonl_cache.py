@@ -25,6 +25,15 @@ def read_jsonl(path: str | Path) -> dict:
     return items
 
 
+def fingerprint(model_dir: str | Path) -> str:
+    """Size and modification time of a model's weights: a retrained model invalidates its caches."""
+    w = Path(model_dir) / "model.safetensors"
+    if not w.is_file():
+        return "missing"
+    st = w.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 class JsonlCache:
     def __init__(self, path: str | Path, config: dict) -> None:
         self.path = Path(path)

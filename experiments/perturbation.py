@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from jsonl_cache import JsonlCache, read_jsonl  # noqa: E402
+from jsonl_cache import JsonlCache, fingerprint, read_jsonl  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = HERE.parent
@@ -146,17 +146,17 @@ def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
         t0 = time.time()
         model = load_model(dirs[name])
         model.model.to(torch.float32)
+        ident = {"model": str(dirs[name]), "weights": fingerprint(dirs[name]), "seed": args.seed}
         if "reduce" in parts and name in NEEDS["reduce"]:
             for beam in beams:
                 cache = JsonlCache(base / f"reduce_beam{beam}" / f"{name}.jsonl",
-                                   {"model": str(dirs[name]), "beam": beam, "segment": 0, "seed": args.seed,
-                                    "method": "gradient_x_input(loss)"})
+                                   {**ident, "beam": beam, "segment": 0, "method": "gradient_x_input(loss)"})
                 run_cached(cache, keys_reduce(beam), dev, lambda ex, b=beam: [
                     r.to_dict() for r in reduce_inputs(model, [e.text for e in ex], _pairs(ex), beam_size=b,
                                                        segment=0)],
                            args.chunk, f"{args.task} {name} reduce beam {beam}")
         if "hotflip" in parts and name in NEEDS["hotflip"]:
-            cfg = {"model": str(dirs[name]), "seed": args.seed, "max_flips": args.max_flips, **spec["hotflip"]}
+            cfg = {**ident, "max_flips": args.max_flips, **spec["hotflip"]}
             cache = JsonlCache(base / "hotflip" / f"{name}.jsonl", cfg)
             run_cached(cache, keys_flip, dev, lambda ex: [
                 r.to_dict() for r in hotflip(model, [e.text for e in ex], _pairs(ex), max_flips=args.max_flips,
@@ -164,7 +164,7 @@ def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
                        args.chunk, f"{args.task} {name} hotflip")
         if "triggers" in parts and name in NEEDS["triggers"]:
             label = spec["trigger_label"]
-            cfg = {"model": str(dirs[name]), "seed": args.seed, "label": label, "length": args.trigger_length,
+            cfg = {**ident, "label": label, "length": args.trigger_length,
                    "iterations": args.trigger_iterations, "batch": args.trigger_batch,
                    "candidates": args.trigger_candidates, "beam": args.trigger_beam,
                    "search_limit": args.trigger_search_limit, "eval_limit": args.trigger_eval_limit}
