@@ -131,14 +131,17 @@ class FacadePipeline:
             if not keys or ((name.endswith("_rp") or name == "rp") and not self.c.with_rp):
                 continue
             cache = self.root / "eval" / f"{name}.json"
-            if cache.is_file():
-                results[name] = json.loads(cache.read_text())
+            setting = {"examples": len(self.dev), "evaluation": asdict(self.c.evaluation), "targets": list(keys)}
+            cached = json.loads(cache.read_text()) if cache.is_file() else {}
+            if cached.get("setting") == setting:
+                results[name] = cached
             else:
                 self.log(f"[facade] evaluating {name} on {len(self.dev)} {self.c.task} dev examples")
                 started = time.time()
                 results[name] = evaluate_model(self.model(name), self.dev, {k: positions[k] for k in keys},
                                                self.c.evaluation, reference, progress=self.progress)
                 results[name]["seconds"] = round(time.time() - started, 1)
+                results[name]["setting"] = setting
                 write_json_atomic(cache, results[name])
             if name == "f_orig":
                 reference = results[name]["predictions"]
