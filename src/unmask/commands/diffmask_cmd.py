@@ -30,6 +30,7 @@ def build(p: argparse.ArgumentParser) -> None:
     t.add_argument("--lr", type=float, default=3e-4, help="probe learning rate (paper: 3e-4)")
     t.add_argument("--lr-baseline", type=float, default=None, help="baseline learning rate (default: --lr)")
     t.add_argument("--lr-multipliers", type=float, default=0.3)
+    t.add_argument("--warmup", type=int, default=50, help="linear learning-rate warm-up steps")
     t.add_argument("--train-limit", type=int, default=None, help="use only the first N examples")
     t.add_argument("--checkpoint-every", type=int, default=100)
     t.add_argument("--seed", type=int, default=0)
@@ -77,6 +78,7 @@ def _train(args: argparse.Namespace) -> int:
     diffmask = diffmask_for(adapter, args.mode, eps=args.eps)
     config = DiffMaskTrainConfig(steps=args.steps, batch_size=args.batch_size, lr_gates=args.lr,
                                  lr_baselines=args.lr_baseline, lr_multipliers=args.lr_multipliers,
+                                 warmup_steps=args.warmup,
                                  layers=_layers(args.layers), checkpoint_every=args.checkpoint_every,
                                  seed=args.seed)
     info = {"model": str(args.model), "data": args.task or args.data, "train_items": len(items)}
