@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hotflip-limit", type=int, default=None, help="dev examples for HotFlip (default: --limit)")
     p.add_argument("--parts", default="reduce,hotflip,triggers", help="comma-separated subset to run")
     p.add_argument("--beams", default="1,3")
+    p.add_argument("--beam-rank", choices=["attribution", "confidence"], default="attribution",
+                   help="which children a beam > 1 keeps (default: attribution order, as AllenNLP)")
     p.add_argument("--max-flips", type=int, default=None, help="HotFlip budget (default: all eligible pieces)")
     p.add_argument("--trigger-length", type=int, default=3)
     p.add_argument("--trigger-iterations", type=int, default=10)
@@ -99,6 +101,10 @@ def dev_order(task: str, seed: int):
     order = list(range(len(dev)))
     random.Random(seed).shuffle(order)
     return dev, order
+
+
+def reduce_dir(beam: int, rank: str) -> str:
+    return f"reduce_beam{beam}" if beam == 1 or rank == "attribution" else f"reduce_beam{beam}_{rank}"
 
 
 def example_keys(args, order: list[int]):
@@ -149,11 +155,12 @@ def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
         ident = {"model": str(dirs[name]), "weights": fingerprint(dirs[name]), "seed": args.seed}
         if "reduce" in parts and name in NEEDS["reduce"]:
             for beam in beams:
-                cache = JsonlCache(base / f"reduce_beam{beam}" / f"{name}.jsonl",
-                                   {**ident, "beam": beam, "segment": 0, "method": "gradient_x_input(loss)"})
+                rank = {"rank": args.beam_rank} if beam > 1 else {}  # one child per step: no ranking
+                cfg = {**ident, "beam": beam, "segment": 0, "method": "gradient_x_input(loss)", **rank}
+                cache = JsonlCache(base / reduce_dir(beam, args.beam_rank) / f"{name}.jsonl", cfg)
                 run_cached(cache, keys_reduce(beam), dev, lambda ex, b=beam: [
                     r.to_dict() for r in reduce_inputs(model, [e.text for e in ex], _pairs(ex), beam_size=b,
-                                                       segment=0)],
+                                                       segment=0, rank=args.beam_rank)],
                            args.chunk, f"{args.task} {name} reduce beam {beam}")
         if "hotflip" in parts and name in NEEDS["hotflip"]:
             cfg = {**ident, "max_flips": args.max_flips, **spec["hotflip"]}
@@ -204,8 +211,10 @@ def summarize(args, dirs: dict[str, Path]) -> dict:
     for beam in [int(b) for b in args.beams.split(",")]:
         block = out["input_reduction"][f"beam{beam}"] = {}
         for name in NEEDS["reduce"]:
-            rs = load(base / f"reduce_beam{beam}" / f"{name}.jsonl", keys_reduce(beam))
+            rs = load(base / reduce_dir(beam, args.beam_rank) / f"{name}.jsonl", keys_reduce(beam))
             block[name] = reduction_stop_metrics(rs) if rs else None
+            if block[name] is not None and beam > 1:
+                block[name]["rank"] = args.beam_rank
     for name in NEEDS["hotflip"]:
         rs = load(base / "hotflip" / f"{name}.jsonl", keys_flip)
         out["hotflip"][name] = flip_histogram(rs) if rs else None
@@ -219,7 +228,26 @@ def summarize(args, dirs: dict[str, Path]) -> dict:
     return out
 
 
-def markdown(task: str, res: dict, png: str | None) -> str:
+def other_rank(args) -> tuple[str, dict]:
+    """Wide-beam results with the other beam ranking, where caches exist (an ablation for the .md)."""
+    from unmask.metrics.perturbation import reduction_stop_metrics
+    from unmask.perturbation.record import PerturbationResult
+
+    other = "confidence" if args.beam_rank == "attribution" else "attribution"
+    _, order = dev_order(args.task, args.seed)
+    keys_reduce, _ = example_keys(args, order)
+    base = Path(args.runs) / "perturbation" / args.task
+    out: dict = {}
+    for beam in [int(b) for b in args.beams.split(",") if int(b) > 1]:
+        for name in NEEDS["reduce"]:
+            items = read_jsonl(base / reduce_dir(beam, other) / f"{name}.jsonl")
+            rs = [PerturbationResult.from_dict(items[k]["result"]) for k in keys_reduce(beam) if k in items]
+            if rs:
+                out.setdefault(f"beam{beam}", {})[name] = reduction_stop_metrics(rs)
+    return other, out
+
+
+def markdown(task: str, res: dict, png: str | None, ablation: tuple[str, dict] | None = None) -> str:
     paper = PAPER[task]
     f = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
     lines = [f"# Perturbation analyses on {task.upper()} (Facade paper Table 4, Figure 3, triggers)", "",
@@ -235,7 +263,22 @@ def markdown(task: str, res: dict, png: str | None) -> str:
             else:
                 lines.append(f"| {beam} | {name} | {m['n']} | {f(m['stop_pct'])} | {f(m['all_stop_pct'])} | "
                              f"{f(p[0])} | {f(p[1])} | {m['mean_reduced_length']:.2f} |")
-    lines += ["", "Paper rows: Sentiment (SST-2) and NLI (SNLI; we use RTE). Ours: all-MiniLM-L6-v2 models.",
+    ranked = res.get("_rank", "attribution")
+    how = ("children in attribution order, as AllenNLP Interpret's beam" if ranked == "attribution"
+           else "the children with the highest probability of the original prediction")
+    lines += ["", "Paper rows: Sentiment (SST-2) and NLI (SNLI; we use RTE). Ours: all-MiniLM-L6-v2 models. "
+              f"Wide beams keep {how}."]
+    if ablation and ablation[1]:
+        other = ("children in attribution order" if ablation[0] == "attribution"
+                 else "the children with the highest probability of the original prediction (an output "
+                      "signal, not a gradient one)")
+        lines += ["", f"Ablation, wide beams keeping {other}:", "",
+                  "| beam | model | n | Stop % | All Stop % | mean reduced length |", "|---|---|---|---|---|---|"]
+        for beam, block in ablation[1].items():
+            for name, m in block.items():
+                lines.append(f"| {beam} | {name} | {m['n']} | {f(m['stop_pct'])} | {f(m['all_stop_pct'])} | "
+                             f"{m['mean_reduced_length']:.2f} |")
+    lines += ["",
               "", "## HotFlip (Figure 3)", "", f"Paper: {paper['hotflip']}.", "",
               "| model | n | flipped % | mean flips (flipped inputs) | flipped by one token % |",
               "|---|---|---|---|---|"]
@@ -320,7 +363,8 @@ def main(argv=None) -> int:
     write_json_atomic(out / f"perturbation_{args.task}.json", res)
     md = out / f"perturbation_{args.task}.md"
     tmp = md.with_name(md.name + ".tmp")
-    tmp.write_text(markdown(args.task, res, png.name if has_png else None))
+    tmp.write_text(markdown(args.task, {**res, "_rank": args.beam_rank}, png.name if has_png else None,
+                            other_rank(args)))
     os.replace(tmp, md)
     print(f"results written to {out / f'perturbation_{args.task}.json'}, {md}" + (f", {png}" if has_png else ""))
     return 0

@@ -42,6 +42,20 @@ def test_beam_search_finds_a_shorter_reduction_than_greedy():
     assert [s.change["removed"] for s in beam.steps] == ["lemon", "apple"]
 
 
+def test_beam_rank_attribution_follows_the_gradient_order_confidence_the_output():
+    # apple +0.05, lemon -0.1, zebra +1.2, bias -1 -> 0.15; both children of the root keep the prediction
+    # and reach min_tokens=2. Attribution order prefers removing apple (smallest |c|); confidence prefers
+    # removing lemon (p(positive) rises to sigmoid(0.25) vs sigmoid(0.1)).
+    m = planted_classifier({"apple": 0.05, "lemon": -0.1, "zebra": 1.2}, bias=-1.0)
+    (by_attr,) = reduce_inputs(m, "apple lemon zebra", beam_size=2, min_tokens=2)
+    (by_conf,) = reduce_inputs(m, "apple lemon zebra", beam_size=2, min_tokens=2, rank="confidence")
+    assert by_attr.segment_tokens() == ["lemon", "zebra"]
+    assert by_conf.segment_tokens() == ["apple", "zebra"]
+    assert by_attr.params["rank"] == "attribution" and by_conf.final_probability > by_attr.final_probability
+    with pytest.raises(UnmaskError, match="unknown beam rank"):
+        reduce_inputs(m, "apple", rank="best")
+
+
 def test_reduction_of_one_segment_leaves_the_other_and_the_specials(tiny_model):
     premise, hypo = "a man is sleeping on a long red couch .", "a person rests ."
     (r0,) = reduce_inputs(tiny_model, premise, hypo, segment=0)

@@ -37,6 +37,9 @@ def build_reduce(p: argparse.ArgumentParser) -> None:
                    help="attribution method ranking the pieces (default: the Facade paper's Gradient, "
                         "|g . x| of the loss on the prediction)")
     p.add_argument("--min-tokens", type=int, default=1, help="never reduce the segment below this (default 1)")
+    p.add_argument("--rank", choices=["attribution", "confidence"], default="attribution",
+                   help="which children a beam keeps: first by attribution order (AllenNLP, default) or "
+                        "most confident")
 
 
 @command("reduce", "Input reduction: remove the least important word pieces while the prediction holds.",
@@ -49,7 +52,8 @@ def run_reduce(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     (r,) = reduce_inputs(model, [args.text], [args.pair] if args.pair else None, beam_size=args.beam,
-                         segment=args.segment, method=args.method, min_tokens=args.min_tokens)
+                         segment=args.segment, method=args.method, min_tokens=args.min_tokens,
+                         rank=args.rank)
     print(r.describe())
     print(f"reduced input ({len(r.segment_tokens())} of "
           f"{len(r.segment_tokens()) + len(r.steps)} pieces kept, still {r.label_names[r.final_prediction]}): "

@@ -3,10 +3,15 @@
 Repeatedly remove the word piece with the smallest |attribution| from one segment, as long as the
 model keeps its original prediction. The default attribution is the Facade paper's Gradient: g . x of
 the loss on the predicted label at the word embeddings (Eq. 1; normalization does not change the order).
-With beam size k, each of the k kept inputs proposes the removal of its k least important pieces; the
-children that keep the prediction are deduplicated and the k most confident survive. The search ends
-when no child keeps the prediction (or the segment is down to ``min_tokens``); the result is the most
-confident input of the last surviving beam. [CLS] and [SEP] are never removed.
+
+With beam size k, each kept input proposes the removal of its k least important pieces; children that
+keep the prediction survive (duplicates once). ``rank="attribution"`` (default) keeps the first k
+survivors in proposal order (parent order, then ascending |attribution|), as AllenNLP Interpret's beam
+does, so the search is steered by the attribution alone (the setting the Facade paper evaluates).
+``rank="confidence"`` keeps the k children with the highest probability of the original
+prediction instead (a signal from the model's output, not its gradient). The search ends when no child
+keeps the prediction (or the segment is down to ``min_tokens``); the result is the first input of the
+last surviving beam. [CLS] and [SEP] are never removed.
 """
 from __future__ import annotations
 
@@ -23,6 +28,9 @@ from unmask.models.classifier import TextClassifier
 from unmask.perturbation.gradients import attribute_rows
 from unmask.perturbation.record import PerturbationResult, Step
 from unmask.perturbation.tokens import TokenRow, check_segment, encode_rows, predict_rows, row_tokens
+
+
+RANKS = ("attribution", "confidence")
 
 
 @dataclass(frozen=True)
@@ -45,14 +53,17 @@ def resolve_method(method: str | AttributionMethod | None, token_budget: int) ->
 
 def reduce_inputs(model: TextClassifier, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None,
                   *, beam_size: int = 1, segment: int = 0, method: str | AttributionMethod | None = None,
-                  min_tokens: int = 1, max_steps: int | None = None,
+                  min_tokens: int = 1, max_steps: int | None = None, rank: str = "attribution",
                   token_budget: int = DEFAULT_TOKEN_BUDGET, on_too_long: str = "truncate",
                   progress: bool = False) -> list[PerturbationResult]:
     """Reduce every input; all beams of all inputs are scored together, one batch per step.
 
     ``segment``: 0 reduces the text (the premise for pairs, as the Facade paper does), 1 the pair text.
     ``max_steps`` bounds the number of removals (``None``: until the prediction would change).
+    ``rank``: how a beam keeps its k children, ``"attribution"`` (AllenNLP) or ``"confidence"``.
     """
+    if rank not in RANKS:
+        raise UnmaskError(f"unknown beam rank {rank!r}; choose one of {', '.join(RANKS)}")
     if beam_size < 1:
         raise UnmaskError(f"beam_size must be >= 1, got {beam_size}")
     if min_tokens < 1:
@@ -69,7 +80,7 @@ def reduce_inputs(model: TextClassifier, texts: str | Sequence[str], pairs: str 
     beams = {i: [_State(r, (), float(start[i, orig[i]]))] for i, r in enumerate(rows)}
     results: dict[int, PerturbationResult] = {}
     params = {"beam_size": beam_size, "segment": segment, "method": scorer.name, "method_params": scorer.params,
-              "min_tokens": min_tokens, "max_steps": max_steps}
+              "min_tokens": min_tokens, "max_steps": max_steps, "rank": rank}
 
     def finish(i: int, state: _State, stopped: str) -> None:
         results[i] = PerturbationResult(
@@ -110,7 +121,9 @@ def reduce_inputs(model: TextClassifier, texts: str | Sequence[str], pairs: str 
                         change={"removed": model.tokenizer.convert_ids_to_tokens(s.row.ids[p]), "position": p})
             kept.setdefault(i, {})[row.ids] = _State(row, s.history + (step,), float(pr[orig[i]]))
         for i in list(beams):
-            survivors = sorted(kept.get(i, {}).values(), key=lambda st: -st.probability)
+            survivors = list(kept.get(i, {}).values())  # proposal order
+            if rank == "confidence":
+                survivors.sort(key=lambda st: -st.probability)
             if not survivors:
                 finish(i, beams.pop(i)[0], "prediction_changed" if i in proposed else "min_tokens")
                 bar.update(1)
