@@ -31,7 +31,12 @@ def facade_markdown(results: dict) -> str:
     """Table 1 (accuracy, agreement, logit difference) and Table 2 (saliency), ours vs paper."""
     task = results["task"]
     paper = PAPER.get(task, {})
+    cfg = results.get("config", {})
+    n = cfg.get("eval_limit") or "all"
+    ig = cfg.get("evaluation", {}).get("ig_steps")
     lines = [f"# Facade reproduction on {task.upper()}", "", f"Command: `{results['command']}`", "",
+             f"Evaluated on the first {n} dev examples; IG with {ig} Gauss-Legendre steps (zero word-embedding "
+             "baseline); every method explains each model's own prediction.", "",
              "## Table 1: accuracy (dev, %) and equivalence", "",
              "| model | ours | paper | agreement with f_orig | max logit diff |", "|---|---|---|---|---|"]
     for name, acc in results["accuracy"].items():
