@@ -92,8 +92,12 @@ def _rank_agreement(model: TextClassifier, batch, ig_steps: int) -> dict[str, fl
 
 def detect_facade(model: TextClassifier, texts: list[str], pairs: list[str | None] | None = None,
                   rel_tol: float = 1e-6, ig_steps: int = 20, facade_gradient_share: float = 0.5,
-                  facade_margin_share: float = 0.1, rank_gap: float = 0.3) -> Detection:
-    """Audit ``model`` on ``texts``; see the module docstring. Thresholds are parameters and reported."""
+                  facade_ratio: float = 4.0, rank_gap: float = 0.3) -> Detection:
+    """Audit ``model`` on ``texts``; see the module docstring. Thresholds are parameters and reported.
+
+    A sub-network is flagged when it holds more than ``facade_gradient_share`` of the gradient
+    attribution and at least ``facade_ratio`` times more gradient share than logit-margin share.
+    """
     if not texts:
         raise UnmaskError("facade detection needs at least one input text")
     batch = model.encode(texts, pairs)
@@ -105,7 +109,7 @@ def detect_facade(model: TextClassifier, texts: list[str], pairs: list[str | Non
             m_share = _margin_shares(model, batch, parts)
         else:
             g_share = m_share = np.ones(1)
-        comps = [Component(len(c), float(m), float(g), bool(g > facade_gradient_share and m < facade_margin_share))
+        comps = [Component(len(c), float(m), float(g), bool(g > facade_gradient_share and g >= facade_ratio * m))
                  for c, m, g in zip(parts, m_share, g_share)]
     agreement = _rank_agreement(model, batch, ig_steps)
     gap = agreement["integrated_gradients"] - agreement["gradient"]
@@ -124,4 +128,4 @@ def detect_facade(model: TextClassifier, texts: list[str], pairs: list[str | Non
         "no facade found" + (f" ({reasons[0]})" if reasons else ""))
     return Detection(comps, agreement, verdict, suspicious, len(texts),
                      {"rel_tol": rel_tol, "facade_gradient_share": facade_gradient_share,
-                      "facade_margin_share": facade_margin_share, "rank_gap": rank_gap})
+                      "facade_ratio": facade_ratio, "rank_gap": rank_gap})
