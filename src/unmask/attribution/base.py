@@ -12,7 +12,8 @@ from unmask.models.classifier import TextClassifier
 
 OBJECTIVES = ("log_prob", "logit", "prob", "loss")
 REDUCTIONS = ("dot", "l2", "sum")
-DEFAULT_TOKEN_BUDGET = 8192
+PRECISIONS = ("float32", "bfloat16")
+DEFAULT_TOKEN_BUDGET = 2048  # padded tokens per forward; measured fastest on a 2-core CPU (bench/results.md)
 
 METHODS: dict[str, type["AttributionMethod"]] = {}
 
@@ -91,24 +92,90 @@ def reduce_tokens(grads: torch.Tensor, embeds: torch.Tensor, kind: str) -> torch
     raise UnmaskError(f"unknown reduction {kind!r}; choose one of {', '.join(REDUCTIONS)}")
 
 
+def check_precision(precision: str) -> str:
+    return check_choice(precision, PRECISIONS, "precision")
+
+
+def _autocast(precision: str, device_type: str):
+    """bfloat16: matrix products in bf16 (oneDNN on CPUs with AVX512-BF16), the rest in float32."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def row_chunks(attention_mask: torch.Tensor, token_budget: int) -> Iterator[tuple[slice, int]]:
+    """``(rows, width)``: consecutive rows whose count x ``width`` stays within ``token_budget``, where
+    ``width`` is the last position any of them attends to. Trailing padding shared by a chunk is cut
+    off, so rows sorted by length (as buckets are) pad only to their chunk's longest row; a chunk of at
+    least a quarter of the budget also ends where one more row would make over 1/8 of it padding.
+    """
+    rows, full = attention_mask.shape
+    if rows == 0:
+        return
+    attended = attention_mask.bool()
+    last = torch.where(attended.any(1), full - attended.flip(1).int().argmax(1), 0).tolist()
+    start = 0
+    while start < rows:
+        width, used, stop = max(last[start], 1), max(last[start], 1), start + 1
+        while stop < rows:
+            wider, count = max(width, last[stop]), stop + 1 - start
+            if wider * count > token_budget:
+                break
+            if width * (count - 1) * 4 >= token_budget and (wider * count - used - last[stop]) * 8 > wider * count:
+                break
+            width, used, stop = wider, used + last[stop], stop + 1
+        yield slice(start, stop), width
+        start = stop
+
+
 def gradient_chunks(model: TextClassifier, embeds: torch.Tensor, attention_mask: torch.Tensor,
                     token_type_ids: torch.Tensor | None, target: torch.Tensor, objective: str,
-                    token_budget: int) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+                    token_budget: int, precision: str = "float32"
+                    ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
     """Yield ``(rows, d objective / d embeds, objective)`` over row chunks of at most ``token_budget`` tokens.
 
-    ``embeds`` is (rows, tokens, dim); one forward + backward per chunk, never one per row.
+    ``embeds`` is (rows, tokens, dim), or anything with ``.shape`` whose ``[rows]`` slice gives those
+    rows (e.g. ``PathRows``: rows made chunk by chunk, never all at once). One forward + backward per
+    chunk, never one per row; trailing padding common to a chunk is not run (its gradient is zero).
+    ``precision="bfloat16"`` runs the model under bf16 autocast; objective and gradients stay float32.
     """
-    rows, width = embeds.shape[:2]
-    step = max(1, token_budget // max(width, 1))
-    for start in range(0, rows, step):
-        sl = slice(start, min(rows, start + step))
-        x = embeds[sl].detach().requires_grad_(True)
-        tti = token_type_ids[sl] if token_type_ids is not None else None
+    full = embeds.shape[1]
+    for sl, width in row_chunks(attention_mask, token_budget):
+        x_full = embeds[sl].detach()
+        x = x_full[:, :width].requires_grad_(True)
+        tti = token_type_ids[sl, :width] if token_type_ids is not None else None
         with torch.enable_grad():
-            logits = model.forward_embeds(x, attention_mask[sl], tti).logits
-            values = objective_values(logits, target[sl], objective)
+            with _autocast(precision, x.device.type):
+                logits = model.forward_embeds(x, attention_mask[sl, :width], tti).logits
+            values = objective_values(logits.to(x.dtype), target[sl], objective)
             (grads,) = torch.autograd.grad(values.sum(), x)
+        if width < full:
+            grads = torch.cat([grads, grads.new_zeros(grads.shape[0], full - width, grads.shape[2])], 1)
         yield sl, grads, values.detach()
+
+
+def objective_chunks(model: TextClassifier, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                     token_type_ids: torch.Tensor | None, target: torch.Tensor, objective: str,
+                     token_budget: int) -> torch.Tensor:
+    """Objective values (rows,) without gradients, in chunks of at most ``token_budget`` tokens."""
+    out = []
+    with torch.no_grad():
+        for sl, width in row_chunks(attention_mask, token_budget):
+            tti = token_type_ids[sl, :width] if token_type_ids is not None else None
+            logits = model.forward_embeds(embeds[sl][:, :width], attention_mask[sl, :width], tti).logits
+            out.append(objective_values(logits, target[sl], objective))
+    return torch.cat(out) if out else torch.zeros(0, dtype=embeds.dtype)
+
+
+class PathRows:
+    """Rows ``embeds[example[r]] * alpha[r]`` (straight-line path points from a zero baseline), built
+    only for the slice asked for: IG never holds all (examples x steps) scaled copies in memory.
+    """
+
+    def __init__(self, embeds: torch.Tensor, example: torch.Tensor, alpha: torch.Tensor) -> None:
+        self.embeds, self.example, self.alpha = embeds, example, alpha.to(embeds.dtype)
+        self.shape = (len(example), *embeds.shape[1:])
+
+    def __getitem__(self, sl: slice) -> torch.Tensor:
+        return self.embeds[self.example[sl]] * self.alpha[sl, None, None]
 
 
 def zero_padding(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

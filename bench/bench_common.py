@@ -1,0 +1,92 @@
+"""Shared pieces of the benchmarks: inputs, the machine / load record, median-of-repeats timing."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from unmask.models.batch import Batch
+from unmask.models.classifier import TextClassifier
+
+ROOT = Path(__file__).resolve().parent.parent
+FINE_TUNED = ROOT / "runs" / "sst2"
+
+
+def default_model_spec() -> str:
+    """The fine-tuned SST-2 MiniLM if it exists, else the bundled MiniLM with a fresh 2-label head."""
+    return str(FINE_TUNED) if (FINE_TUNED / "config.json").is_file() else "minilm"
+
+
+@dataclass
+class Inputs:
+    """Pre-tokenized sentences and the labels every method explains (the model's predictions)."""
+
+    texts: list[str]
+    batch: Batch                      # all sentences, padded to the longest
+    singles: list[Batch]              # one unpadded batch per sentence (Captum's one-per-call usage)
+    targets: torch.Tensor             # predicted label per sentence
+    logits: torch.Tensor
+
+    @property
+    def lengths(self) -> list[int]:
+        return self.batch.lengths
+
+
+def make_inputs(model: TextClassifier, texts: list[str]) -> Inputs:
+    batch = model.encode(texts)
+    with torch.no_grad():
+        logits = model.logits(batch)
+    singles = [batch.select([i]) for i in range(len(texts))]
+    return Inputs(texts, batch, singles, logits.argmax(-1), logits)
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import captum
+    import transformers
+
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "torch": torch.__version__, "captum": captum.__version__,
+            "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of each repeat of one configuration, and the load when each started."""
+
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)   # process CPU time (all threads)
+    loads: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_seconds)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall seconds, process CPU seconds, result) of one call."""
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - start, time.process_time() - cpu, out
