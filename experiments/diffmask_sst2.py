@@ -69,14 +69,47 @@ def mean_spearman(a_records, b_scores) -> float | None:
 
 
 def stop_share(records, stop) -> dict:
-    """Mean normalized attribution on stop-word pieces, and P@1: how often the top token is a stop word."""
-    shares, top = [], []
+    """Mean normalized attribution on stop-word pieces, P@1 (how often the top token is a stop word), and the
+    mean |score| of stop-word pieces and of the other word pieces (for DiffMask: mean keep probabilities)."""
+    shares, top, on_stop, on_other = [], [], [], []
     for r in records:
         w = r.normalized()
         is_stop = np.array([t.lower() in stop for t in r.tokens])
+        piece = np.array([s is not None for s in r.sequence_ids])
         shares.append(float(w[is_stop].sum()))
         top.append(bool(is_stop[int(np.argmax(w))]))
-    return {"mean_attribution": float(np.mean(shares)), "p_at_1": float(np.mean(top))}
+        on_stop.extend(np.abs(r.scores[is_stop & piece]).tolist())
+        on_other.extend(np.abs(r.scores[~is_stop & piece]).tolist())
+    return {"mean_attribution": float(np.mean(shares)), "p_at_1": float(np.mean(top)),
+            "mean_score_stop": float(np.mean(on_stop)), "mean_score_other": float(np.mean(on_other))}
+
+
+@torch.no_grad()
+def stop_word_masking(model, texts, stop, seed=0) -> dict:
+    """KL(original || masked) when every stop-word piece is replaced by the [MASK] embedding, against masking
+    the same number of random other word pieces: does the model's output depend on stop words?"""
+    from unmask.masking import kl_divergence
+
+    b = model.encode(texts)
+    real = b.attention_mask.bool()
+    is_stop = torch.tensor([[t.lower() in stop for t in toks] for toks in b.tokens]) & real
+    other = real & ~is_stop & ~b.special_mask()
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.zeros_like(other)
+    for i in range(len(texts)):
+        idx = other[i].nonzero().flatten()
+        pick[i, idx[torch.randperm(len(idx), generator=g)[:int(is_stop[i].sum())]]] = True
+    x = model.embed(b.input_ids)
+    base = model.forward_embeds(x, b.attention_mask, b.token_type_ids).logits
+    mask_vec = model.embedding_matrix[model.tokenizer.mask_token_id]
+    out = {}
+    for name, where in (("stop_words", is_stop), ("same_number_of_other_pieces", pick)):
+        logits = model.forward_embeds(torch.where(where[..., None], mask_vec, x), b.attention_mask,
+                                      b.token_type_ids).logits
+        kl = kl_divergence(base, logits)
+        out[name] = {"mean_kl": float(kl.mean()), "median_kl": float(kl.median()),
+                     "label_flips": float((logits.argmax(-1) != base.argmax(-1)).float().mean())}
+    return out
 
 
 def analyse(name: str, path: str, args, train_items, dev, stop) -> dict:
@@ -108,6 +141,7 @@ def analyse(name: str, path: str, args, train_items, dev, stop) -> dict:
     entry["spearman_with_ig"] = {mode: {str(k): mean_spearman(recs, ig_abs) for k, recs in records[mode].items()}
                                  for mode in records}
     entry["stop_words"] = {"gradient_x_input": stop_share(grad, stop), "integrated_gradients": stop_share(ig, stop)}
+    entry["masking_stop_words"] = stop_word_masking(model, texts[:args.compare], stop, seed=args.seed)
     for k, recs in records.get("input", {}).items():  # input attribution only (hidden gates score states)
         entry["stop_words"][f"diffmask_input_layer{k}"] = stop_share(recs, stop)
     entry["_records"] = {"ig": ig, "grad": grad, **records}
@@ -176,11 +210,18 @@ def markdown(result: dict) -> str:
                              f"{row['kl_sampled']:.3f} | {row['kl_deterministic']:.3f} | "
                              f"{100 * row['agreement_deterministic']:.1f} % | {'—' if sp is None else f'{sp:.3f}'} |")
             lines.append("")
-        lines += ["Stop-word share (mean normalized attribution on stop-word pieces; P@1 = top token is a stop word):",
-                  "", "| attribution | mean attribution on stop words | P@1 stop |", "|---|---|---|"]
+        lines += ["Stop words (mean normalized attribution on stop-word pieces; P@1 = top token is a stop word; "
+                  "mean |score| on stop-word pieces vs other word pieces, for DiffMask the keep probability):",
+                  "", "| attribution | normalized attribution on stop words | P@1 stop | mean score stop | "
+                  "mean score other |", "|---|---|---|---|---|"]
         for meth, row in m["stop_words"].items():
-            lines.append(f"| {meth} | {row['mean_attribution']:.3f} | {row['p_at_1']:.3f} |")
-        lines.append("")
+            lines.append(f"| {meth} | {row['mean_attribution']:.3f} | {row['p_at_1']:.3f} | "
+                         f"{row['mean_score_stop']:.3g} | {row['mean_score_other']:.3g} |")
+        ms = m["masking_stop_words"]
+        lines += ["", "Replacing every stop-word piece by [MASK]: mean KL(original || masked) "
+                  f"{ms['stop_words']['mean_kl']:.4f} (label flips {100 * ms['stop_words']['label_flips']:.1f} %); "
+                  f"the same number of random other word pieces: {ms['same_number_of_other_pieces']['mean_kl']:.4f} "
+                  f"({100 * ms['same_number_of_other_pieces']['label_flips']:.1f} %).", ""]
     if result.get("facade"):
         lines += ["## Facade: original vs merged", "",
                   "Mean per-sentence Spearman correlation between the two models' token scores:", ""]
