@@ -181,6 +181,14 @@ def table(result: dict, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def save(result: dict, path: Path) -> None:
+    """Write the results so far (temporary file + rename: never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model directory or 'minilm' (default: runs/sst2 if present)")
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mixed", action="store_true", help="also run all 872 dev sentences (length-mixed case)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--mixed-repeats", type=int, default=1, help="repeats for the 872-sentence set (default 1)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="torch.set_num_threads (default: nproc; torch's own default follows the load average)")
     p.add_argument("--token-budget", type=int, default=DEFAULT_TOKEN_BUDGET)
@@ -217,13 +226,14 @@ def main(argv: list[str] | None = None) -> None:
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "model": spec,
               "machine": machine_info(), "load_at_start": load_average(), "sets": []}
     print(json.dumps(result["machine"]), flush=True)
-    sets = [(f"first {min(args.limit, len(dev))}", dev[:args.limit])]
+    sets = [(f"first {min(args.limit, len(dev))}", dev[:args.limit], args.repeats, args.ig_equal_accuracy_steps)]
     if args.mixed:
-        sets.append((f"all {len(dev)} (length-mixed)", dev))
-    for label, texts in sets:
-        res = run_set(model, texts, methods, args.repeats, args.token_budget, args.e2e,
-                      args.ig_equal_accuracy_steps, label)
+        sets.append((f"all {len(dev)} (length-mixed)", dev, args.mixed_repeats, 0))
+    path = Path(args.out) / f"bench_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    for label, texts, repeats, equal_steps in sets:
+        res = run_set(model, texts, methods, repeats, args.token_budget, args.e2e, equal_steps, label)
         result["sets"].append(res)
+        save(result, path)
         print(f"\n## {label}: {res['sentences']} sentences, {res['mean_tokens']:.1f} tokens on average "
               f"(max {res['max_tokens']})\n")
         print(table(res, methods))
@@ -232,12 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         result["memory"] = measure_memory(spec, args.memory_steps, args.token_budget)
         print("\nmemory:", json.dumps(result["memory"]))
     result["load_at_end"] = load_average()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    save(result, path)
     print(f"\nwrote {path}")
 
 
