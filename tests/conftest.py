@@ -25,3 +25,17 @@ def tiny_model_f64():
     m = tiny_classifier(seed=1)
     m.model.double()
     return m
+
+
+@pytest.fixture(scope="module")
+def sharp_model():
+    """A float64 tiny BERT with 8x larger weight matrices: curved enough that IG needs several steps."""
+    from unmask.models.tiny import tiny_classifier
+
+    m = tiny_classifier(seed=1)
+    m.model.double()
+    with torch.no_grad():
+        for p in m.model.parameters():
+            if p.ndim == 2:
+                p.mul_(8.0)
+    return m

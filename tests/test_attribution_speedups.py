@@ -19,20 +19,6 @@ from unmask.errors import UnmaskError
 TEXTS = ["a gripping , funny film .", "bad", "the plot is thin but the actors are wonderful", "no"]
 
 
-@pytest.fixture(scope="module")
-def sharp_model():
-    """float64 tiny BERT with 8x weight matrices: curved paths, so IG needs refinement."""
-    from unmask.models.tiny import tiny_classifier
-
-    m = tiny_classifier(seed=1)
-    m.model.double()
-    with torch.no_grad():
-        for p in m.model.parameters():
-            if p.ndim == 2:
-                p.mul_(8.0)
-    return m
-
-
 def objective(model, x, batch, row, target):
     logits = model.forward_embeds(x, batch.attention_mask[[row]].expand(len(x), -1),
                                   batch.token_type_ids[[row]].expand(len(x), -1)).logits

@@ -1,5 +1,4 @@
 """Facade detection: structure of merged models and a trained tiny facade is flagged, f alone is not."""
-import numpy as np
 import pytest
 import torch
 

@@ -156,20 +156,6 @@ def test_ig_completeness_error_is_reported_and_shrinks_with_steps(tiny_model_f64
     assert all(e["completeness_error"] * 100 < float(r) for e, r in zip(gl, errors[4]))
 
 
-@pytest.fixture(scope="module")
-def sharp_model():
-    """A float64 tiny BERT with 8x larger weight matrices: curved enough that IG needs several steps."""
-    from unmask.models.tiny import tiny_classifier
-
-    m = tiny_classifier(seed=1)
-    m.model.double()
-    with torch.no_grad():
-        for p in m.model.parameters():
-            if p.ndim == 2:
-                p.mul_(8.0)
-    return m
-
-
 def test_ig_adaptive_meets_tolerance_per_example(sharp_model):
     texts = TEXTS + ["no"]
     batch = sharp_model.encode(texts)

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 from unmask.errors import UnmaskError
 
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {}  # name -> (help, epilog, run)
 
 
 def command(name: str, help: str, epilog: str = ""):
-    """Register ``build(parser)`` for sub-command ``name``; the decorated function runs it."""
+    """Register the runner of sub-command ``name`` (its arguments come from ``commands.builder``)."""
     def wrap(run: Callable[[argparse.Namespace], int]):
-        COMMANDS[name] = (help, epilog, run)  # type: ignore[assignment]
+        COMMANDS[name] = (help, epilog, run)
         return run
     return wrap
 

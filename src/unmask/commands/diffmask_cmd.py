@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
 from unmask.cli import command
 from unmask.commands import builder
@@ -96,7 +95,7 @@ def _explain(args: argparse.Namespace) -> int:
     from unmask.masking import explain_diffmask, load_diffmask
     from unmask.models import load_model
     from unmask.report.html import attributions_page
-    from unmask.training.checkpoint import write_json_atomic
+    from unmask.training.checkpoint import write_json_atomic, write_text_atomic
 
     model = load_model(args.model)
     diffmask, saved = load_diffmask(args.diffmask)
@@ -111,10 +110,7 @@ def _explain(args: argparse.Namespace) -> int:
     named = {f"{recs[0].method} layer {k}": recs for k, recs in records.items()}
     if args.html:
         labelled = {name: [replace(r, method=name) for r in recs] for name, recs in named.items()}
-        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.html + ".tmp")
-        tmp.write_text(attributions_page(labelled, title="DiffMask keep probabilities"), encoding="utf-8")
-        tmp.replace(args.html)
+        write_text_atomic(args.html, attributions_page(labelled, title="DiffMask keep probabilities"))
         print(f"HTML written to {args.html}")
     if args.json:
         write_json_atomic(args.json, {name: [r.to_dict() for r in recs] for name, recs in named.items()})

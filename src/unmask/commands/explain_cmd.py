@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from unmask.cli import command
 from unmask.commands import builder
@@ -32,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.attribution import METHODS, explain
     from unmask.models import load_model
     from unmask.report.html import attributions_page
-    from unmask.training.checkpoint import write_json_atomic
+    from unmask.training.checkpoint import write_json_atomic, write_text_atomic
 
     if args.list_methods:
         print("\n".join(sorted({c.name for c in METHODS.values()})))
@@ -49,10 +47,7 @@ def run(args: argparse.Namespace) -> int:
         if ig is not None:
             console.print(f"  completeness error {ig:.2e} with {recs[0].extras['steps']} steps")
     if args.html:
-        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.html + ".tmp")
-        tmp.write_text(attributions_page(records), encoding="utf-8")
-        tmp.replace(args.html)
+        write_text_atomic(args.html, attributions_page(records))
         print(f"HTML written to {args.html}")
     if args.json:
         write_json_atomic(args.json, {m: [r.to_dict() for r in recs] for m, recs in records.items()})

@@ -24,7 +24,7 @@ from unmask.attribution.gradient_x_input import GradientXInput
 from unmask.attribution.integrated_gradients import IntegratedGradients
 from unmask.attribution.leave_one_out import LeaveOneOut
 from unmask.errors import UnmaskError
-from unmask.facade.structure import component_logits, hidden_components
+from unmask.facade.structure import block_gradient_mass, component_logits, hidden_components
 from unmask.models.classifier import TextClassifier
 
 
@@ -50,14 +50,7 @@ class Detection:
 
 
 def _gradient_shares(model: TextClassifier, batch, components: list[np.ndarray]) -> np.ndarray:
-    x = model.embed(batch.input_ids).detach().requires_grad_(True)
-    logits = model.forward_embeds(x, batch.attention_mask, batch.token_type_ids).logits
-    loss = torch.nn.functional.cross_entropy(logits, logits.argmax(-1), reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
-    mask = batch.attention_mask.to(grad.dtype)
-    per = [((grad[..., c] * x.detach()[..., c]).sum(-1).abs() * mask).sum(-1) for c in
-           (torch.as_tensor(c) for c in components)]
-    per = torch.stack(per, -1)
+    per = block_gradient_mass(model, batch.input_ids, batch.attention_mask, batch.token_type_ids, components)
     return (per / per.sum(-1, keepdim=True).clamp_min(1e-30)).mean(0).numpy()
 
 

@@ -17,6 +17,7 @@ from unmask.attribution.gradient_x_input import GradientXInput
 from unmask.attribution.integrated_gradients import IntegratedGradients
 from unmask.attribution.smoothgrad import SmoothGrad
 from unmask.data.readers import Example
+from unmask.facade.structure import block_gradient_mass
 from unmask.facade.targets import TargetPositions
 from unmask.metrics.saliency import saliency_summary
 from unmask.models.classifier import SPLIT_KEY, TextClassifier
@@ -50,17 +51,14 @@ def gradient_split_ratio(model: TextClassifier, examples: list[Example], batch_s
     sizes = getattr(model.model.config, SPLIT_KEY, None)
     if not sizes:
         return None
+    bounds = np.cumsum([0, *sizes])
+    blocks = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
     ratios = []
     for s in range(0, len(examples), batch_size):
         chunk = examples[s:s + batch_size]
         b = model.encode([e.text for e in chunk], [e.pair for e in chunk] if chunk[0].pair else None)
-        x = model.embed(b.input_ids).detach().requires_grad_(True)
-        logits = model.forward_embeds(x, b.attention_mask, b.token_type_ids).logits
-        loss = torch.nn.functional.cross_entropy(logits, logits.argmax(-1), reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-        parts = [(gp * xp).sum(-1).abs().mul(b.attention_mask).sum(-1)
-                 for gp, xp in zip(grad.split(sizes, -1), x.detach().split(sizes, -1))]
-        ratios.extend((parts[1] / parts[0].clamp_min(1e-12)).tolist())
+        mass = block_gradient_mass(model, b.input_ids, b.attention_mask, b.token_type_ids, blocks)
+        ratios.extend((mass[:, -1] / mass[:, 0].clamp_min(1e-12)).tolist())
     return float(np.median(ratios))
 
 

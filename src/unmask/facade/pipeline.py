@@ -17,7 +17,6 @@ from unmask.facade.equivalence import check_merge
 from unmask.facade.evaluate import EvalConfig, evaluate_model
 from unmask.facade.merge import merge, save_atomic
 from unmask.facade.model import new_facade
-from unmask.facade.objective import FacadeObjective
 from unmask.facade.regularize import regularized_loss
 from unmask.facade.targets import TargetPositions
 from unmask.facade.train import FacadeConfig, train_facade

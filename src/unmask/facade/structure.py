@@ -88,3 +88,17 @@ def component_logits(model: TextClassifier, input_ids: torch.Tensor, attention_m
     pooled = hf.bert.pooler(out.hidden_states[-1]) if hf.bert.pooler is not None else cls
     w = hf.classifier.weight
     return torch.stack([pooled[:, c] @ w[:, c].T for c in (torch.as_tensor(c) for c in components)])
+
+
+def block_gradient_mass(model: TextClassifier, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor | None, blocks: list[np.ndarray]) -> torch.Tensor:
+    """(rows, blocks): sum over tokens of |sum_{d in block} g_d x_d|, the Eq. 1 attribution mass of each
+    block of embedding dimensions, for the loss gradient at the model's own prediction."""
+    x = model.embed(input_ids).detach().requires_grad_(True)
+    logits = model.forward_embeds(x, attention_mask, token_type_ids).logits
+    loss = torch.nn.functional.cross_entropy(logits, logits.argmax(-1), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    mask = attention_mask.to(grad.dtype)
+    per = [((grad[..., c] * x.detach()[..., c]).sum(-1).abs() * mask).sum(-1)
+           for c in (torch.as_tensor(c) for c in blocks)]
+    return torch.stack(per, -1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 
 from unmask.data.readers import stopwords
@@ -53,10 +54,8 @@ class TargetPositions:
             return out & valid
         return self.vocab_mask[input_ids] & valid
 
-    def mask_tokens(self, tokens: list[str], sequence_ids: list[int | None]) -> "np.ndarray":
+    def mask_tokens(self, tokens: list[str], sequence_ids: list[int | None]) -> np.ndarray:
         """Target mask for one record's token strings (as in ``Attribution.tokens``)."""
-        import numpy as np
-
         ids = torch.tensor([self.tokenizer.convert_tokens_to_ids(tokens)])
         special = torch.tensor([[s is None for s in sequence_ids]])
         return (self.mask(ids, torch.ones_like(ids)) & ~special)[0].numpy()

@@ -31,10 +31,6 @@ class FacadeConfig:
     objective: FacadeObjective = field(default_factory=FacadeObjective)
 
 
-def _batch_for(g: TextClassifier, data, index: list[int]) -> dict[str, torch.Tensor]:
-    return collate(data, index, g.tokenizer.pad_token_id)
-
-
 def _evaluate(g: TextClassifier, dev_batches, targets: TargetPositions, objective: FacadeObjective,
               f: TextClassifier | None) -> dict[str, float]:
     """P@1 / target share of g alone (and of f + g when f is given) on a fixed dev sample."""
@@ -71,7 +67,7 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
     targets = TargetPositions(target, g.tokenizer)
     tr = tokenize_examples(g, train, config.max_length)
     dv = tokenize_examples(g, dev[:config.eval_size], config.max_length)
-    dev_batches = [_batch_for(g, dv, ix) for ix in epoch_batches([len(x) for x in dv.input_ids],
+    dev_batches = [collate(dv, ix, g.tokenizer.pad_token_id) for ix in epoch_batches([len(x) for x in dv.input_ids],
                                                                  config.batch_size, 0, 0, shuffle=False)]
     lengths = [len(x) for x in tr.input_ids]
     if f is not None:
@@ -90,7 +86,7 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
         epoch, offset = divmod(step, per_epoch)
         for index in epoch_batches(lengths, config.batch_size, config.seed, epoch)[offset:]:
             g.model.train()
-            b = _batch_for(g, tr, index)
+            b = collate(tr, index, g.tokenizer.pad_token_id)
             t = targets.mask(b["input_ids"], b["attention_mask"])
             partner = (partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"])
                        if f is not None else None)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 from unmask.attribution.record import Attribution
 from unmask.report.html import attribution_html, page
+from unmask.training.checkpoint import write_text_atomic
 
 METHOD_TITLES = {"gradient_x_input": "Gradient (paper Eq. 1)", "smoothgrad": "SmoothGrad",
                  "integrated_gradients": "Integrated gradients"}
@@ -84,9 +84,4 @@ def write_audit_report(path: str | Path, title: str, intro: str, results: dict,
     """Write the report atomically; returns its path."""
     body = [f"<p>{html.escape(intro)}</p>", results_section(results), detection_section(detections),
             heatmap_section(heatmaps)]
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(page(title, body), encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    return write_text_atomic(path, page(title, body))

@@ -77,11 +77,16 @@ def load_checkpoint(directory: str | Path, modules: dict[str, torch.nn.Module],
     return sidecar["meta"]
 
 
-def write_json_atomic(path: str | Path, data) -> Path:
-    """Write JSON via a temporary file and rename: readers never see a half-written file."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text via a temporary file and rename: readers never see a half-written file."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, p)
     return p
+
+
+def write_json_atomic(path: str | Path, data) -> Path:
+    """Write JSON atomically (see ``write_text_atomic``)."""
+    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
