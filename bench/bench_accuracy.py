@@ -129,7 +129,7 @@ def evaluate(model, inputs: Inputs, outputs: dict, methods: list[str], budget: i
         for (m, cfg), out in outputs.items():
             if m == "integrated_gradients" and cfg.startswith("captum_"):
                 ig[cfg + " ([PAD] reference)"] = error_summary(out["relative_error"])
-        for cfg in ("unmask_fixed50", "unmask_global", "unmask_local"):
+        for cfg in [c for (m, c) in outputs if m == "integrated_gradients" and c.startswith("unmask")]:
             extras = outputs[("integrated_gradients", cfg)]["extras"]
             summary = error_summary([e["relative_error"] for e in extras])
             steps = np.array([e["steps"] for e in extras])
