@@ -130,7 +130,8 @@ class FacadePipeline:
             if not keys or ((name.endswith("_rp") or name == "rp") and not self.c.with_rp):
                 continue
             cache = self.root / "eval" / f"{name}.json"
-            setting = {"examples": len(self.dev), "evaluation": asdict(self.c.evaluation), "targets": list(keys)}
+            setting = json.loads(json.dumps(  # as it reads back from the cache (tuples become lists)
+                {"examples": len(self.dev), "evaluation": asdict(self.c.evaluation), "targets": list(keys)}))
             cached = json.loads(cache.read_text()) if cache.is_file() else {}
             if cached.get("setting") == setting:
                 results[name] = cached
