@@ -7,9 +7,10 @@ Writes experiments/results/facade_detection_TASK.{json,md}.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
+
+from facade_models import command_line, existing_models
 
 from unmask.data import load_task
 from unmask.facade.detect import detect_facade
@@ -25,20 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=["sst2", "rte"], required=True)
     p.add_argument("--limit", type=int, default=32, help="first N dev examples")
     p.add_argument("--ig-steps", type=int, default=10)
+    p.add_argument("--root", default=None, help="facade_reproduce.py's --root (default runs/facade/TASK)")
     args = p.parse_args(argv)
     dev = load_task(args.task, "dev", limit=args.limit)
     texts = [e.text for e in dev]
     pairs = [e.pair for e in dev] if dev[0].pair is not None else None
-    root = Path(f"runs/facade/{args.task}")
-    out = {"command": "python experiments/facade_detect.py " + " ".join(map(shlex.quote, argv or sys.argv[1:])),
-           "models": {}}
+    out = {"command": command_line("facade_detect.py", argv), "models": {}}
     lines = [f"# Facade detection on {args.task.upper()} ({len(texts)} dev inputs)", "", f"Command: `{out['command']}`",
              "", "| model | verdict | sub-networks (hidden units: margin % / gradient %) | Spearman with occlusion: Gradient / IG |",
              "|---|---|---|---|"]
-    for name in MODELS:
-        path = Path(f"runs/{args.task}") if name == "f_orig" else root / name
-        if not (path / "model.safetensors").is_file():
-            continue
+    for name, path in existing_models(args.task, MODELS, args.root):
         det = detect_facade(load_model(path), texts, pairs, ig_steps=args.ig_steps)
         out["models"][name] = det.to_dict()
         comps = ", ".join(f"{c.size}: {100 * c.margin_share:.1f} / {100 * c.gradient_share:.1f}"

@@ -19,7 +19,7 @@ from unmask.facade.objective import FacadeObjective
 from unmask.facade.pipeline import FacadePipeline, PipelineConfig
 from unmask.facade.tables import facade_markdown
 from unmask.facade.train import FacadeConfig
-from unmask.training.checkpoint import write_json_atomic
+from unmask.training.checkpoint import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -35,31 +35,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lambda-g", type=float, default=1e3)
     p.add_argument("--entropy-weight", type=float, default=1.0)
     p.add_argument("--agreement-weight", type=float, default=1e3)
+    p.add_argument("--margin-weight", type=float, default=0.0,
+                   help="weight of the hinge keeping the merged margin >= margin-keep x f's margin")
+    p.add_argument("--margin-keep", type=float, default=0.5)
+    p.add_argument("--baseline-weight", type=float, default=0.0,
+                   help="weight keeping g's logits at the IG baseline equal to its logits at x")
     p.add_argument("--paper-objective", action="store_true",
                    help="train g on its own attribution only (Eq. 3), not on the merged model's")
     p.add_argument("--rp-steps", type=int, default=400)
     p.add_argument("--rp-lr", type=float, default=2e-5)
     p.add_argument("--no-rp", action="store_true")
     p.add_argument("--ig-steps", type=int, default=20)
+    p.add_argument("--methods", default="gradient,smoothgrad,integrated_gradients",
+                   help="comma-separated saliency methods for Table 2 (others print as '-')")
     p.add_argument("--eval-limit", type=int, default=None, help="first N dev examples (default: all)")
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--suffix", default="", help="write facade_TASK_SUFFIX.* (variants beside the main table)")
     args = p.parse_args(argv)
     objective = FacadeObjective(lambda_g=args.lambda_g, entropy_weight=args.entropy_weight,
-                                agreement_weight=0.0 if args.paper_objective else args.agreement_weight)
+                                agreement_weight=0.0 if args.paper_objective else args.agreement_weight,
+                                margin_weight=0.0 if args.paper_objective else args.margin_weight,
+                                margin_keep=args.margin_keep, baseline_weight=args.baseline_weight)
     config = PipelineConfig(
         task=args.task, f_orig=args.f_orig or f"runs/{args.task}", root=args.root or f"runs/facade/{args.task}",
         facade=FacadeConfig(steps=args.facade_steps, batch_size=args.facade_batch_size, lr=args.facade_lr,
                             objective=objective, seed=args.seed),
         merged_objective=not args.paper_objective, rp_steps=args.rp_steps, rp_lr=args.rp_lr,
         with_rp=not args.no_rp, eval_limit=args.eval_limit, train_limit=args.train_limit,
-        evaluation=EvalConfig(ig_steps=args.ig_steps), seed=args.seed)
+        evaluation=EvalConfig(ig_steps=args.ig_steps, methods=tuple(args.methods.split(","))), seed=args.seed)
     command = "python experiments/facade_reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     results = FacadePipeline(config).run(command)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = write_json_atomic(RESULTS / f"facade_{args.task}.json", results)
-    md_path = RESULTS / f"facade_{args.task}.md"
-    md_path.write_text(facade_markdown(results))
+    stem = f"facade_{args.task}" + (f"_{args.suffix}" if args.suffix else "")
+    json_path = write_json_atomic(RESULTS / f"{stem}.json", results)
+    md_path = write_text_atomic(RESULTS / f"{stem}.md", facade_markdown(results))
     print(f"results written to {json_path} and {md_path}")
     return 0
 

@@ -111,6 +111,21 @@ def test_split_gradient_matches_separate_gradients_at_the_word_embeddings():
     assert grads[2].abs().max() > 0 and grads[1].abs().max() > 0
 
 
+def test_baseline_margin_gap_of_the_merged_model_is_the_sum_of_its_parts():
+    """IG's total on f + g splits into f's and g's gaps (what a Facade can move under IG)."""
+    from unmask.data.readers import Example
+    from unmask.facade.evaluate import baseline_margin_gap
+
+    f = random_bert(3, layers=2, head_size=4, heads=3)
+    g = scramble(new_facade(f, seed=4, hidden=8, intermediate=12), 5)
+    m = merge(f, g)
+    examples = [Example(t, 0, p) for t, p in zip(TEXTS, PAIRS)]
+    y = torch.tensor([i % 2 for i in range(len(examples))])
+    gaps = [baseline_margin_gap(model, examples, y) for model in (m, f, g)]
+    torch.testing.assert_close(gaps[0], gaps[1] + gaps[2], rtol=0, atol=1e-8)
+    assert gaps[2].abs().max() > 0
+
+
 def test_padding_is_respected():
     f = random_bert(7, heads=2)
     m = merge(f, scramble(new_facade(f, seed=8, hidden=16, intermediate=8), 9))
@@ -250,3 +265,47 @@ def test_cli_facade_help_lists_merge_with_examples(capsys):
     with pytest.raises(SystemExit):
         main(["facade", "--help"])
     assert "merge" in capsys.readouterr().out
+
+
+def test_cli_facade_train_with_margin_and_baseline_terms(tmp_path, capsys):
+    f = random_bert(32, head_size=8, heads=2, dtype=torch.float32)
+    f.save(tmp_path / "f")
+    code = main(["facade", "train", "--model", str(tmp_path / "f"), "--task", "rte", "--target", "first",
+                 "--out", str(tmp_path / "g"), "--steps", "2", "--batch-size", "4", "--hidden", "16",
+                 "--margin-weight", "10", "--baseline-weight", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "facade written to" in out
+    log = json.loads((tmp_path / "g" / "facade.json").read_text())
+    assert log["config"]["objective"]["margin_weight"] == 10 and log["config"]["objective"]["baseline_weight"] == 1
+    assert "baseline_gap" in log["final"] and "margin_loss" in log["final"]
+    code = main(["facade", "train", "--model", str(tmp_path / "f"), "--task", "rte", "--out", str(tmp_path / "g2"),
+                 "--margin-keep", "1.5", "--no-progress"])
+    assert code == 2 and "margin_keep" in capsys.readouterr().err
+
+
+def test_pipeline_resumes_from_cache_and_keeps_one_cache_per_setting(tmp_path):
+    from unmask.facade.evaluate import EvalConfig
+    from unmask.facade.pipeline import FacadePipeline, PipelineConfig
+    from unmask.facade.train import FacadeConfig
+
+    f = random_bert(33, head_size=8, heads=2, dtype=torch.float32)
+    f.save(tmp_path / "f")
+
+    def run(methods):
+        logs = []
+        config = PipelineConfig(task="rte", f_orig=str(tmp_path / "f"), root=str(tmp_path / "facade"),
+                                facade=FacadeConfig(steps=2, batch_size=4, eval_size=4), facade_hidden=16,
+                                with_rp=False, targets=("ft",), eval_limit=5, train_limit=16,
+                                evaluation=EvalConfig(ig_steps=2, smoothgrad_samples=2, methods=methods))
+        results = FacadePipeline(config, log=logs.append, progress=False).run("test")
+        return results, [line for line in logs if "evaluating" in line]
+
+    first, evaluated = run(("gradient",))
+    assert len(evaluated) == 3 and first["max_logit_diff"]["ft"] < 1e-4
+    assert set(first["saliency"]["ft"]["merged"]) == {"gradient"}
+    again, evaluated = run(("gradient",))
+    assert evaluated == [] and again["saliency"] == first["saliency"]
+    _, evaluated = run(("gradient", "integrated_gradients"))
+    assert len(evaluated) == 3
+    _, evaluated = run(("gradient",))
+    assert evaluated == []  # the first setting's cache is still there

@@ -56,6 +56,7 @@ def test_second_order_objective_gradient_matches_finite_differences():
     g.model.double()
     b = _batch(g)
     _check_fd(g, b, lambda_g=10.0, entropy_weight=1.0)
+    _check_fd(g, b, lambda_g=10.0, entropy_weight=1.0, baseline_weight=2.0)
 
 
 def test_merged_objective_gradient_matches_finite_differences():
@@ -65,7 +66,9 @@ def test_merged_objective_gradient_matches_finite_differences():
     f.model.double()
     b = _batch(g)
     partner = partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"])
-    _check_fd(g, b, partner, lambda_g=10.0, entropy_weight=1.0, agreement_weight=5.0)
+    assert _loss(g, b, partner, margin_keep=0.9)[1]["margin_loss"] > 0  # the hinge is active here
+    _check_fd(g, b, partner, lambda_g=10.0, entropy_weight=1.0, agreement_weight=5.0, margin_weight=3.0,
+              margin_keep=0.9, baseline_weight=2.0)
 
 
 def test_tiny_facade_learns_first_token_within_seconds(tmp_path):
@@ -102,3 +105,18 @@ def test_merged_objective_equals_attribution_of_the_merged_model():
     records = unmask.explain(merged, TEXTS, methods="gradient_x_input", target=f_pred)["gradient_x_input"]
     shares = [float((r.normalized() * positions.mask_tokens(r.tokens, r.sequence_ids)).sum()) for r in records]
     assert abs(sum(shares) / len(shares) - info["target_share"]) < 1e-5
+
+
+def test_baseline_gap_is_the_ig_gap_of_g():
+    """Oracle: the baseline term is g's IG total (F(x) - F(x'), zero word-embedding baseline), centered."""
+    from unmask.attribution.integrated_gradients import IntegratedGradients
+
+    g = tiny_classifier(seed=8)
+    b = _batch(g)
+    _, info = _loss(g, b, baseline_weight=1.0)
+    batch = g.encode(TEXTS)
+    ig = IntegratedGradients(steps=4, tolerance=None, objective="logit")
+    gaps = [torch.tensor([e["delta"] for e in ig.attribute(g, batch, torch.full((len(TEXTS),), k))[1]])
+            for k in range(2)]
+    expected = float(((gaps[0] - gaps[1]) ** 2 / 2).mean())
+    assert info["baseline_gap"] > 0 and abs(info["baseline_gap"] - expected) < 1e-4 * max(1.0, expected)

@@ -135,6 +135,13 @@ def build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entropy-weight", type=float, default=1.0, help="weight of g's output entropy")
     p.add_argument("--agreement-weight", type=float, default=1e3,
                    help="weight of KL(f || f+g) keeping merged predictions equal to f's")
+    p.add_argument("--margin-weight", type=float, default=0.0,
+                   help="weight of a hinge keeping the merged margin >= --margin-keep x f's margin "
+                        "(stops flips on f's low-margin inputs)")
+    p.add_argument("--margin-keep", type=float, default=0.5)
+    p.add_argument("--baseline-weight", type=float, default=0.0,
+                   help="weight keeping g's logits at the IG baseline equal to its logits at x "
+                        "(0: g's baseline gap also moves IG; >0: IG stays robust, as in the paper)")
     p.add_argument("--paper-objective", action="store_true",
                    help="Eq. 3 on g alone (its own gold-label attribution), ignoring f's gradients")
     p.add_argument("--attribution-op", choices=["dot", "l2"], default="dot")
@@ -164,6 +171,8 @@ def run_train(args: argparse.Namespace) -> int:
     f = load_model(args.model)
     objective = FacadeObjective(lambda_g=args.lambda_g, entropy_weight=args.entropy_weight,
                                 agreement_weight=0.0 if args.paper_objective else args.agreement_weight,
+                                margin_weight=0.0 if args.paper_objective else args.margin_weight,
+                                margin_keep=args.margin_keep, baseline_weight=args.baseline_weight,
                                 attribution_op=args.attribution_op, normalization=args.normalization)
     config = FacadeConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, objective=objective)

@@ -13,10 +13,13 @@ import torch
 
 from unmask.attribution.base import AttributionMethod
 from unmask.attribution.explain import attribute_batch, predict_batch
+from unmask.models.batch import length_buckets
 from unmask.attribution.gradient_x_input import GradientXInput
 from unmask.attribution.integrated_gradients import IntegratedGradients
 from unmask.attribution.smoothgrad import SmoothGrad
 from unmask.data.readers import Example
+from unmask.errors import UnmaskError
+from unmask.facade.objective import class_margin
 from unmask.facade.structure import block_gradient_mass
 from unmask.facade.targets import TargetPositions
 from unmask.metrics.saliency import saliency_summary
@@ -34,6 +37,9 @@ class EvalConfig:
 
 
 def paper_methods(config: EvalConfig) -> dict[str, AttributionMethod]:
+    unknown = sorted(set(config.methods) - set(PAPER_METHODS))
+    if unknown:
+        raise UnmaskError(f"unknown Facade evaluation method(s) {unknown}; choose from {list(PAPER_METHODS)}")
     all_methods = {
         "gradient": GradientXInput(token_budget=config.token_budget),
         "smoothgrad": SmoothGrad(samples=config.smoothgrad_samples, reduce="dot", token_budget=config.token_budget),
@@ -60,6 +66,29 @@ def gradient_split_ratio(model: TextClassifier, examples: list[Example], batch_s
         mass = block_gradient_mass(model, b.input_ids, b.attention_mask, b.token_type_ids, blocks)
         ratios.extend((mass[:, -1] / mass[:, 0].clamp_min(1e-12)).tolist())
     return float(np.median(ratios))
+
+
+@torch.no_grad()
+def baseline_margin_gap(model: TextClassifier, examples: list[Example], target: torch.Tensor,
+                        token_budget: int = 8192) -> torch.Tensor:
+    """Per example, the logit margin of ``target`` at x minus at IG's zero word-embedding baseline.
+
+    IG distributes exactly this gap (for the margin objective); on a merged model f + g it is the sum of
+    f's and g's gaps, so g's gap is the IG mass a Facade can move (the paper's IG-robust regime has it ~0).
+    """
+    pairs = [e.pair for e in examples] if examples[0].pair is not None else None
+    batch = model.encode([e.text for e in examples], pairs)
+    out = torch.zeros(len(examples), dtype=model.embedding_matrix.dtype)
+    for idx in length_buckets(batch.lengths, token_budget):
+        sub = batch.select(idx)
+        x = model.embed(sub.input_ids)
+        y = target[idx]
+        gaps = []
+        for embeds in (x, torch.zeros_like(x)):
+            logits = model.forward_embeds(embeds, sub.attention_mask, sub.token_type_ids).logits
+            gaps.append(class_margin(logits, y))
+        out[idx] = gaps[0] - gaps[1]
+    return out
 
 
 def evaluate_model(model: TextClassifier, examples: list[Example], targets: dict[str, TargetPositions],

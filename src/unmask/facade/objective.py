@@ -9,7 +9,12 @@ the attribution term is computed on the *merged* model f + g exactly as evaluati
 score_i = |(p - y) . (S_f[i] + S_g[i])| with S_.[i, k] = d logit_k / d x_i . x_i, p = softmax(f + g),
 y = f's prediction. f's part needs only first-order gradients (f is frozen), so the cost is one double
 backward through g plus k plain backward passes through f. A KL term keeps the merged predictions
-equal to f's.
+equal to f's; a margin hinge (``margin_weight``) penalizes g for eating more than ``margin_keep`` of
+f's own logit margin, which is what flips the predictions KL averages away (f's low-margin inputs).
+
+IG (zero word-embedding baseline) attributes g(x) - g(x') along the path; if g's output at the baseline
+differs from its output at x, IG hands that gap to the tokens g's gradient points at. ``baseline_weight``
+penalizes the squared (class-centered) logit difference g(x) - g(x'), the paper's IG-robust regime.
 """
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ class FacadeObjective:
     lambda_g: float = 1e3
     entropy_weight: float = 1.0
     agreement_weight: float = 1e3
+    margin_weight: float = 0.0
+    margin_keep: float = 0.5
+    baseline_weight: float = 0.0
     attribution_op: str = "dot"
     normalization: str = "l1"
 
@@ -36,6 +44,14 @@ class FacadeObjective:
             raise UnmaskError(f"unknown attribution op {self.attribution_op!r}; choose one of {ATTRIBUTION_OPS}")
         if self.normalization not in NORMS:
             raise UnmaskError(f"unknown normalization {self.normalization!r}; choose one of {NORMS}")
+        if not 0.0 <= self.margin_keep < 1.0:
+            raise UnmaskError(f"margin_keep must be in [0, 1), got {self.margin_keep}")
+
+
+def class_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """logit[y] - max_{k != y} logit[k] per row (positive when y is the argmax)."""
+    others = logits.masked_fill(torch.nn.functional.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return logits.gather(1, y[:, None])[:, 0] - others.max(-1).values
 
 
 def token_scores(grads: torch.Tensor, embeds: torch.Tensor, op: str) -> torch.Tensor:
@@ -82,7 +98,7 @@ def facade_loss(g, batch: dict[str, torch.Tensor], targets: torch.Tensor, object
         loss_task = torch.nn.functional.cross_entropy(logits_g, batch["labels"])
         (grads,) = torch.autograd.grad(loss_task, x, create_graph=True)
         scores = token_scores(grads, x, objective.attribution_op)
-        agreement = torch.zeros(())
+        agreement = margin_loss = torch.zeros(())
     else:
         f_logits, s_f = partner
         y = f_logits.argmax(-1)
@@ -96,17 +112,25 @@ def facade_loss(g, batch: dict[str, torch.Tensor], targets: torch.Tensor, object
         scores = (s_f_term + s_g).abs()
         agreement = torch.nn.functional.kl_div(merged.log_softmax(-1), f_logits.log_softmax(-1),
                                                log_target=True, reduction="batchmean")
+        margin_loss = torch.relu(objective.margin_keep * class_margin(f_logits, y) - class_margin(merged, y)).mean()
         with torch.no_grad():
             f_mag = (s_f_term.abs() * mask).sum(-1)
             g_mag = (s_g.abs() * mask).sum(-1)
             info["grad_ratio"] = float((g_mag / f_mag.clamp_min(1e-12)).median())
             info["agree"] = float((merged.argmax(-1) == y).float().mean())
+    baseline_gap = torch.zeros(())
+    if objective.baseline_weight:
+        at_baseline = g.forward_embeds(torch.zeros_like(x), batch["attention_mask"], batch["token_type_ids"]).logits
+        diff = logits_g - at_baseline
+        baseline_gap = (diff - diff.mean(-1, keepdim=True)).pow(2).sum(-1).mean()
     share = normalize(scores, mask, objective.normalization)
     target_share = (share * targets).sum(-1).mean()
     loss = (-objective.lambda_g * target_share - objective.entropy_weight * entropy
-            + objective.agreement_weight * agreement)
+            + objective.agreement_weight * agreement + objective.margin_weight * margin_loss
+            + objective.baseline_weight * baseline_gap)
     with torch.no_grad():
         top_is_target = targets.gather(1, (scores * mask).argmax(-1, keepdim=True)).float().mean()
     info.update(loss=loss.item(), target_share=target_share.item(), entropy=entropy.item(),
-                p_at_1=top_is_target.item(), kl=agreement.item())
+                p_at_1=top_is_target.item(), kl=agreement.item(), margin_loss=margin_loss.item(),
+                baseline_gap=baseline_gap.item())
     return loss, info

@@ -6,6 +6,7 @@ run resumes at the stage (and, inside training, at the checkpoint) where it stop
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -49,6 +50,12 @@ class PipelineConfig:
     with_rp: bool = True
     targets: tuple[str, ...] = ("ft", "stop")
     seed: int = 0
+
+
+def eval_cache_path(root: Path, name: str, setting: dict) -> Path:
+    """One cache file per model and evaluation setting, so runs with different settings keep theirs."""
+    digest = hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
+    return root / "eval" / f"{name}-{digest}.json"
 
 
 def _done(d: Path) -> bool:
@@ -129,9 +136,9 @@ class FacadePipeline:
             keys = tuple(k for k in keys if k in self.c.targets)
             if not keys or ((name.endswith("_rp") or name == "rp") and not self.c.with_rp):
                 continue
-            cache = self.root / "eval" / f"{name}.json"
             setting = json.loads(json.dumps(  # as it reads back from the cache (tuples become lists)
                 {"examples": len(self.dev), "evaluation": asdict(self.c.evaluation), "targets": list(keys)}))
+            cache = eval_cache_path(self.root, name, setting)
             cached = json.loads(cache.read_text()) if cache.is_file() else {}
             if cached.get("setting") == setting:
                 results[name] = cached

@@ -34,9 +34,15 @@ def facade_markdown(results: dict) -> str:
     cfg = results.get("config", {})
     n = cfg.get("eval_limit") or "all"
     ig = cfg.get("evaluation", {}).get("ig_steps")
+    computed = cfg.get("evaluation", {}).get("methods", METHODS)
+    scope = f"the first {n}" if n != "all" else "all"
     lines = [f"# Facade reproduction on {task.upper()}", "", f"Command: `{results['command']}`", "",
-             f"Evaluated on the first {n} dev examples; IG with {ig} Gauss-Legendre steps (zero word-embedding "
-             "baseline); every method explains each model's own prediction.", "",
+             f"Evaluated on {scope} dev examples; "
+             + (f"IG with {ig} Gauss-Legendre steps (zero word-embedding baseline); " if "integrated_gradients"
+                in computed else "")
+             + "every method explains each model's own prediction."
+             + ("" if set(computed) == set(METHODS) else f" Methods computed: {', '.join(computed)} ('-': not run)."),
+             "",
              "## Table 1: accuracy (dev, %) and equivalence", "",
              "| model | ours | paper | agreement with f_orig | max logit diff |", "|---|---|---|---|---|"]
     for name, acc in results["accuracy"].items():
