@@ -309,3 +309,15 @@ def test_pipeline_resumes_from_cache_and_keeps_one_cache_per_setting(tmp_path):
     assert len(evaluated) == 3
     _, evaluated = run(("gradient",))
     assert evaluated == []  # the first setting's cache is still there
+
+
+def test_gradient_split_ratio_is_independent_of_the_token_budget():
+    from unmask.data.readers import Example
+    from unmask.facade.evaluate import gradient_split_ratio
+
+    f = random_bert(34, head_size=4, heads=3)
+    m = merge(f, scramble(new_facade(f, seed=35, hidden=8, intermediate=12), 36))
+    examples = [Example(t, 0, p) for t, p in zip(TEXTS * 3, PAIRS * 3)]
+    whole, bucketed = gradient_split_ratio(m, examples, 10_000), gradient_split_ratio(m, examples, 16)
+    assert whole > 0 and abs(whole - bucketed) < 1e-9 * whole
+    assert gradient_split_ratio(f, examples) is None

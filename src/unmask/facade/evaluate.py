@@ -49,20 +49,23 @@ def paper_methods(config: EvalConfig) -> dict[str, AttributionMethod]:
     return {k: all_methods[k] for k in config.methods}
 
 
-def gradient_split_ratio(model: TextClassifier, examples: list[Example], batch_size: int = 64) -> float | None:
+def gradient_split_ratio(model: TextClassifier, examples: list[Example], token_budget: int = 4096) -> float | None:
     """Median over inputs of sum_i |g_i . x_i| on the facade block / on the predictive block.
 
-    Only for merged models (split LayerNorm); the loss gradient at the model's own prediction.
+    Only for merged models (split LayerNorm); the loss gradient at the model's own prediction. Rows go
+    through in length buckets of at most ``token_budget`` tokens (a fixed 64-row batch of long RTE pairs
+    on a merged model needed ~10 GB).
     """
     sizes = getattr(model.model.config, SPLIT_KEY, None)
     if not sizes:
         return None
     bounds = np.cumsum([0, *sizes])
     blocks = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    pairs = [e.pair for e in examples] if examples[0].pair is not None else None
+    batch = model.encode([e.text for e in examples], pairs)
     ratios = []
-    for s in range(0, len(examples), batch_size):
-        chunk = examples[s:s + batch_size]
-        b = model.encode([e.text for e in chunk], [e.pair for e in chunk] if chunk[0].pair else None)
+    for idx in length_buckets(batch.lengths, token_budget):
+        b = batch.select(idx)
         mass = block_gradient_mass(model, b.input_ids, b.attention_mask, b.token_type_ids, blocks)
         ratios.extend((mass[:, -1] / mass[:, 0].clamp_min(1e-12)).tolist())
     return float(np.median(ratios))
@@ -115,7 +118,7 @@ def evaluate_model(model: TextClassifier, examples: list[Example], targets: dict
         if name == "integrated_gradients":
             rel = [r.extras["relative_error"] for r in records]
             result["ig_relative_completeness_error_median"] = float(np.median(rel))
-    ratio = gradient_split_ratio(model, examples)
+    ratio = gradient_split_ratio(model, examples, min(config.token_budget, 4096))
     if ratio is not None:
         result["grad_ratio_g_over_f"] = ratio
     return result
