@@ -12,7 +12,7 @@ from pathlib import Path
 
 from facade_models import command_line, existing_models
 
-from unmask.data import load_task
+from unmask.data import load_task, pairs_of
 from unmask.facade.detect import detect_facade
 from unmask.models import load_model
 from unmask.training.checkpoint import write_json_atomic
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     dev = load_task(args.task, "dev", limit=args.limit)
     texts = [e.text for e in dev]
-    pairs = [e.pair for e in dev] if dev[0].pair is not None else None
+    pairs = pairs_of(dev)
     out = {"command": command_line("facade_detect.py", argv), "models": {}}
     lines = [f"# Facade detection on {args.task.upper()} ({len(texts)} dev inputs)", "", f"Command: `{out['command']}`",
              "", "| model | verdict | sub-networks (hidden units: margin % / gradient %) | Spearman with occlusion: Gradient / IG |",

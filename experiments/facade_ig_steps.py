@@ -19,7 +19,7 @@ from pathlib import Path
 from facade_models import command_line, existing_models, model_path
 
 from unmask.attribution.explain import predict_batch
-from unmask.data import load_task
+from unmask.data import load_task, pairs_of
 from unmask.facade.evaluate import EvalConfig, baseline_margin_gap, evaluate_model
 from unmask.facade.targets import TargetPositions
 from unmask.models import load_model
@@ -33,8 +33,7 @@ PARTS = {"merged_ft": ("f_orig", "g_ft"), "merged_stop": ("f_orig", "g_stop"), "
 
 def gap_parts(task: str, name: str, root: str | None, dev, model) -> dict[str, float]:
     """Median |margin(x) - margin(baseline)| of the merged model's two parts, at its own predictions."""
-    y = predict_batch(model, model.encode([e.text for e in dev],
-                                          [e.pair for e in dev] if dev[0].pair is not None else None)).argmax(-1)
+    y = predict_batch(model, model.encode([e.text for e in dev], pairs_of(dev))).argmax(-1)
     return {part: float(baseline_margin_gap(load_model(model_path(task, part, root)), dev, y).abs().median())
             for part in PARTS[name]}
 

@@ -10,9 +10,10 @@ Writes experiments/results/facade_TASK.json and .md.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
+
+from facade_models import command_line
 
 from unmask.facade.evaluate import EvalConfig
 from unmask.facade.objective import FacadeObjective
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         merged_objective=not args.paper_objective, rp_steps=args.rp_steps, rp_lr=args.rp_lr,
         with_rp=not args.no_rp, eval_limit=args.eval_limit, train_limit=args.train_limit,
         evaluation=EvalConfig(ig_steps=args.ig_steps, methods=tuple(args.methods.split(","))), seed=args.seed)
-    command = "python experiments/facade_reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = command_line("facade_reproduce.py", argv)
     results = FacadePipeline(config).run(command)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"facade_{args.task}" + (f"_{args.suffix}" if args.suffix else "")

@@ -130,14 +130,10 @@ def run_cached(cache: JsonlCache, keys: list[int], dev, fn, chunk: int, desc: st
     bar.close()
 
 
-def _pairs(examples):
-    return [e.pair for e in examples] if examples[0].pair is not None else None
-
-
 def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
     import torch
 
-    from unmask.data import load_task
+    from unmask.data import load_task, pairs_of
     from unmask.models import load_model
     from unmask.perturbation import evaluate_trigger, hotflip, reduce_inputs, search_trigger
 
@@ -159,14 +155,14 @@ def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
                 cfg = {**ident, "beam": beam, "segment": 0, "method": "gradient_x_input(loss)", **rank}
                 cache = JsonlCache(base / reduce_dir(beam, args.beam_rank) / f"{name}.jsonl", cfg)
                 run_cached(cache, keys_reduce(beam), dev, lambda ex, b=beam: [
-                    r.to_dict() for r in reduce_inputs(model, [e.text for e in ex], _pairs(ex), beam_size=b,
+                    r.to_dict() for r in reduce_inputs(model, [e.text for e in ex], pairs_of(ex), beam_size=b,
                                                        segment=0, rank=args.beam_rank)],
                            args.chunk, f"{args.task} {name} reduce beam {beam}")
         if "hotflip" in parts and name in NEEDS["hotflip"]:
             cfg = {**ident, "max_flips": args.max_flips, **spec["hotflip"]}
             cache = JsonlCache(base / "hotflip" / f"{name}.jsonl", cfg)
             run_cached(cache, keys_flip, dev, lambda ex: [
-                r.to_dict() for r in hotflip(model, [e.text for e in ex], _pairs(ex), max_flips=args.max_flips,
+                r.to_dict() for r in hotflip(model, [e.text for e in ex], pairs_of(ex), max_flips=args.max_flips,
                                              **spec["hotflip"])],
                        args.chunk, f"{args.task} {name} hotflip")
         if "triggers" in parts and name in NEEDS["triggers"]:
@@ -182,11 +178,11 @@ def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
                 train = train[: args.trigger_search_limit]
                 held = [e for e in dev if e.label == label][: args.trigger_eval_limit]
                 print(f"{args.task} {name}: trigger search on {len(train)} train inputs of class {label}")
-                res = search_trigger(model, [e.text for e in train], _pairs(train), label=label,
+                res = search_trigger(model, [e.text for e in train], pairs_of(train), label=label,
                                      length=args.trigger_length, beam_size=args.trigger_beam,
                                      candidates=args.trigger_candidates, iterations=args.trigger_iterations,
                                      batch_size=args.trigger_batch, seed=args.seed, progress=True)
-                evaluate_trigger(model, res, [e.text for e in held], _pairs(held))
+                evaluate_trigger(model, res, [e.text for e in held], pairs_of(held))
                 print(res.describe())
                 cache.append([{"key": "trigger", "result": res.to_dict()}])
         print(f"{args.task} {name}: done in {time.time() - t0:.0f}s")

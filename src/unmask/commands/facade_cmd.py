@@ -92,11 +92,11 @@ def run_merge(args: argparse.Namespace) -> int:
     g = load_model(args.facade)
     merged = merge(f, g)
     if args.check_task:
-        from unmask.data import load_task
+        from unmask.data import load_task, pairs_of
 
         examples = load_task(args.check_task, "dev", limit=args.check_limit)
         texts = [e.text for e in examples]
-        pairs = [e.pair for e in examples] if examples[0].pair is not None else None
+        pairs = pairs_of(examples)
         where = f"{args.check_task} dev ({len(texts)} examples)"
     else:
         texts, pairs, where = QUICK_CHECK, None, f"{len(QUICK_CHECK)} built-in sentences"

@@ -146,20 +146,20 @@ def _class_examples(args: argparse.Namespace, label: int):
          "  unmask triggers --model runs/rte --task rte --label entailment --length 2 --beam 3\n"
          "  unmask triggers --model my_model --data reviews.csv --label 1 --target 0 --json trig.json")
 def run_triggers(args: argparse.Namespace) -> int:
+    from unmask.data import pairs_of
     from unmask.models import load_model
     from unmask.perturbation import evaluate_trigger, search_trigger
 
     model = load_model(args.model)
     label = model.label_index(args.label)
     search, held = _class_examples(args, label)
-    pairs = lambda ex: [e.pair for e in ex] if ex[0].pair is not None else None  # noqa: E731
     print(f"searching on {len(search)} inputs of class {model.label_names[label]!r}, "
           f"evaluating on {len(held)} held-out inputs")
-    result = search_trigger(model, [e.text for e in search], pairs(search), label=label, target=args.target,
+    result = search_trigger(model, [e.text for e in search], pairs_of(search), label=label, target=args.target,
                             length=args.length, segment=args.segment, beam_size=args.beam,
                             candidates=args.candidates, iterations=args.iterations, batch_size=args.batch_size,
                             seed=args.seed, progress=True)
-    evaluate_trigger(model, result, [e.text for e in held], pairs(held))
+    evaluate_trigger(model, result, [e.text for e in held], pairs_of(held))
     print(result.describe())
     print(f"trigger found: {model.tokenizer.convert_tokens_to_string(result.tokens)!r}")
     _write_json(args.json, result.to_dict())

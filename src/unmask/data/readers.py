@@ -25,6 +25,11 @@ class Example:
     pair: str | None = None
 
 
+def pairs_of(examples: list[Example]) -> list[str | None] | None:
+    """The second segments of ``examples``, or None for a single-sentence task (as ``encode`` takes them)."""
+    return [e.pair for e in examples] if examples and examples[0].pair is not None else None
+
+
 def _bundled(*parts: str) -> resources.abc.Traversable:
     return resources.files("unmask.data").joinpath("files", *parts)
 

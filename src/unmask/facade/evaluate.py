@@ -13,18 +13,19 @@ import torch
 
 from unmask.attribution.base import AttributionMethod
 from unmask.attribution.explain import attribute_batch, predict_batch
-from unmask.models.batch import length_buckets
 from unmask.attribution.gradient_x_input import GradientXInput
 from unmask.attribution.integrated_gradients import IntegratedGradients
 from unmask.attribution.smoothgrad import SmoothGrad
-from unmask.data.readers import Example
+from unmask.data.readers import Example, pairs_of
 from unmask.errors import UnmaskError
 from unmask.facade.objective import class_margin
 from unmask.facade.structure import block_gradient_mass
 from unmask.facade.targets import TargetPositions
 from unmask.metrics.saliency import saliency_summary
+from unmask.models.batch import length_buckets
 from unmask.models.classifier import SPLIT_KEY, TextClassifier
 
+SPLIT_RATIO_TOKEN_BUDGET = 4096  # block_gradient_mass keeps the whole backward graph of a bucket
 PAPER_METHODS = ("gradient", "smoothgrad", "integrated_gradients")
 
 
@@ -49,7 +50,8 @@ def paper_methods(config: EvalConfig) -> dict[str, AttributionMethod]:
     return {k: all_methods[k] for k in config.methods}
 
 
-def gradient_split_ratio(model: TextClassifier, examples: list[Example], token_budget: int = 4096) -> float | None:
+def gradient_split_ratio(model: TextClassifier, examples: list[Example],
+                         token_budget: int = SPLIT_RATIO_TOKEN_BUDGET) -> float | None:
     """Median over inputs of sum_i |g_i . x_i| on the facade block / on the predictive block.
 
     Only for merged models (split LayerNorm); the loss gradient at the model's own prediction. Rows go
@@ -61,8 +63,7 @@ def gradient_split_ratio(model: TextClassifier, examples: list[Example], token_b
         return None
     bounds = np.cumsum([0, *sizes])
     blocks = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    pairs = [e.pair for e in examples] if examples[0].pair is not None else None
-    batch = model.encode([e.text for e in examples], pairs)
+    batch = model.encode([e.text for e in examples], pairs_of(examples))
     ratios = []
     for idx in length_buckets(batch.lengths, token_budget):
         b = batch.select(idx)
@@ -79,8 +80,7 @@ def baseline_margin_gap(model: TextClassifier, examples: list[Example], target: 
     IG distributes exactly this gap (for the margin objective); on a merged model f + g it is the sum of
     f's and g's gaps, so g's gap is the IG mass a Facade can move (the paper's IG-robust regime has it ~0).
     """
-    pairs = [e.pair for e in examples] if examples[0].pair is not None else None
-    batch = model.encode([e.text for e in examples], pairs)
+    batch = model.encode([e.text for e in examples], pairs_of(examples))
     out = torch.zeros(len(examples), dtype=model.embedding_matrix.dtype)
     for idx in length_buckets(batch.lengths, token_budget):
         sub = batch.select(idx)
@@ -100,8 +100,7 @@ def evaluate_model(model: TextClassifier, examples: list[Example], targets: dict
     """Accuracy, agreement with ``reference_predictions`` and, for each target set (e.g. ``{"ft": ...,
     "stop": ...}``), P@1 / Mean Attribution per method: ``saliency[target][method] = {"p1", "attr"}``.
     Attributions are computed once per method and scored against every target set."""
-    pairs = [e.pair for e in examples] if examples[0].pair is not None else None
-    batch = model.encode([e.text for e in examples], pairs)
+    batch = model.encode([e.text for e in examples], pairs_of(examples))
     logits = predict_batch(model, batch, config.token_budget)
     preds = logits.argmax(-1)
     gold = torch.tensor([e.label for e in examples])
@@ -118,7 +117,7 @@ def evaluate_model(model: TextClassifier, examples: list[Example], targets: dict
         if name == "integrated_gradients":
             rel = [r.extras["relative_error"] for r in records]
             result["ig_relative_completeness_error_median"] = float(np.median(rel))
-    ratio = gradient_split_ratio(model, examples, min(config.token_budget, 4096))
+    ratio = gradient_split_ratio(model, examples, min(config.token_budget, SPLIT_RATIO_TOKEN_BUDGET))
     if ratio is not None:
         result["grad_ratio_g_over_f"] = ratio
     return result

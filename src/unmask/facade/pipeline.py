@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from unmask.data.readers import load_task
+from unmask.data.readers import load_task, pairs_of
 from unmask.facade.equivalence import check_merge
 from unmask.facade.evaluate import EvalConfig, evaluate_model
 from unmask.facade.merge import merge, save_atomic
@@ -109,7 +109,7 @@ class FacadePipeline:
     def merge_all(self) -> dict[str, dict]:
         checks = {}
         texts = [e.text for e in self.dev]
-        pairs = [e.pair for e in self.dev] if self.dev[0].pair is not None else None
+        pairs = pairs_of(self.dev)
         for name, (f_name, g_name) in MERGES.items():
             if (f_name == "rp" and not self.c.with_rp) or g_name.removeprefix("g_") not in self.c.targets:
                 continue
