@@ -1,0 +1,1 @@
+"""Audit: can a model's explanations be trusted? Behavioral evidence first, structural second."""
