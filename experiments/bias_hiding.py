@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     from unmask.metrics.perturbation import gender_attribution
     from unmask.models import load_model
     from unmask.training import TrainConfig, train_classifier
-    from unmask.training.checkpoint import write_json_atomic
+    from unmask.io import write_json_atomic
 
     runs = Path(args.runs)
     work = runs / "bias"

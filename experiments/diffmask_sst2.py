@@ -28,10 +28,10 @@ from scipy.stats import spearmanr
 from unmask.attribution import explain
 from unmask.attribution.integrated_gradients import IntegratedGradients
 from unmask.data import load_task, stopwords
+from unmask.io import write_json_atomic
 from unmask.masking import (ClassifierAdapter, DiffMaskTrainConfig, diffmask_for, evaluate_diffmask,
                             explain_diffmask, load_diffmask, train_diffmask)
 from unmask.models import load_model
-from unmask.training.checkpoint import write_json_atomic
 
 PAPER_NOTE = ("Paper (BERT-base, SST 5-class, eps 0.5, 50 epochs): masking 46.3% of input tokens and 67.6% of "
               "hidden states kept macro F1 (37.9 -> 38.3 / 38.9).")

@@ -45,11 +45,11 @@ import torch
 from tqdm.auto import tqdm
 
 from unmask.data.toy_counting import ToyData, generate_toy
+from unmask.io import write_json_atomic
 from unmask.masking import (DiffMaskTrainConfig, HardConcrete, ToyAdapter, diffmask_for, evaluate_diffmask,
                             keep_probabilities, kl_divergence, load_diffmask, train_diffmask)
 from unmask.masking.lookahead import Lookahead
 from unmask.models.gru_toy import GRUCounter, ToyTrainConfig, load_toy_model, train_toy_model
-from unmask.training.checkpoint import write_json_atomic
 
 PAPER = {"Erasure": {"kl": None, "js": 0.26}, "Integrated gradients (Sundararajan et al.)": {"kl": 0.48, "js": 0.14},
          "Schulz et al. 2020": {"kl": 1.21, "js": 0.19}, "Guan et al. 2019": {"kl": 0.78, "js": 0.22},

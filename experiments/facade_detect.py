@@ -14,8 +14,8 @@ from facade_models import command_line, existing_models
 
 from unmask.data import load_task, pairs_of
 from unmask.facade.detect import detect_facade
+from unmask.io import write_json_atomic
 from unmask.models import load_model
-from unmask.training.checkpoint import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("f_orig", "rp", "merged_ft", "merged_stop", "merged_ft_rp", "merged_stop_rp")

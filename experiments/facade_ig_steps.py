@@ -22,8 +22,8 @@ from unmask.attribution.explain import predict_batch
 from unmask.data import load_task, pairs_of
 from unmask.facade.evaluate import EvalConfig, baseline_margin_gap, evaluate_model
 from unmask.facade.targets import TargetPositions
+from unmask.io import write_json_atomic, write_text_atomic
 from unmask.models import load_model
-from unmask.training.checkpoint import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("f_orig", "merged_ft", "merged_stop", "merged_stop_rp")

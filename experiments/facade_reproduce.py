@@ -20,7 +20,7 @@ from unmask.facade.objective import FacadeObjective
 from unmask.facade.pipeline import FacadePipeline, PipelineConfig
 from unmask.facade.tables import facade_markdown
 from unmask.facade.train import FacadeConfig
-from unmask.training.checkpoint import write_json_atomic, write_text_atomic
+from unmask.io import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -349,7 +349,7 @@ def main(argv=None) -> int:
             raise SystemExit("missing model(s): " + ", ".join(missing) + "; train them first (see the Facade "
                              "issue) or point --model NAME=DIR at them")
         compute(args, dirs, parts)
-    from unmask.training.checkpoint import write_json_atomic
+    from unmask.io import write_json_atomic
 
     res = summarize(args, dirs)
     out = Path(args.out)

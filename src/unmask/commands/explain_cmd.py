@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.attribution import METHODS, explain
     from unmask.models import load_model
     from unmask.report.html import attributions_page
-    from unmask.training.checkpoint import write_json_atomic, write_text_atomic
+    from unmask.io import write_json_atomic, write_text_atomic
 
     if args.list_methods:
         print("\n".join(sorted({c.name for c in METHODS.values()})))

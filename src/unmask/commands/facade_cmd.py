@@ -84,7 +84,7 @@ def run_merge(args: argparse.Namespace) -> int:
     from unmask.facade.equivalence import check_merge
     from unmask.facade.merge import merge, save_atomic
     from unmask.models import load_model
-    from unmask.training.checkpoint import write_json_atomic
+    from unmask.io import write_json_atomic
 
     if args.check_limit is not None and args.check_limit <= 0:
         raise UnmaskError(f"--check-limit must be positive, not {args.check_limit}")
@@ -242,7 +242,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from unmask.facade.evaluate import EvalConfig, evaluate_model
     from unmask.facade.targets import TargetPositions
     from unmask.models import load_model
-    from unmask.training.checkpoint import write_json_atomic
+    from unmask.io import write_json_atomic
 
     named = []
     for spec in args.model:

@@ -17,7 +17,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _write_json(path: str | None, data: dict) -> None:
     if path:
-        from unmask.training.checkpoint import write_json_atomic
+        from unmask.io import write_json_atomic
 
         write_json_atomic(path, data)
         print(f"JSON written to {path}")

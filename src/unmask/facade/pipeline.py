@@ -21,8 +21,8 @@ from unmask.facade.model import new_facade
 from unmask.facade.regularize import regularized_loss
 from unmask.facade.targets import TargetPositions
 from unmask.facade.train import FacadeConfig, train_facade
+from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier, load_model
-from unmask.training.checkpoint import write_json_atomic
 from unmask.training.finetune import TrainConfig, train_classifier
 
 TARGETS = {"ft": "first", "stop": "stop"}

@@ -19,11 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from unmask.errors import UnmaskError
+from unmask.io import write_json_atomic
 from unmask.masking.adapters import MaskableModel
 from unmask.masking.diffmask import DiffMask, kl_divergence
 from unmask.masking.lookahead import Lookahead
 from unmask.training.batches import epoch_batches
-from unmask.training.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from unmask.training.checkpoint import load_checkpoint, save_checkpoint
 
 WEIGHTS = "diffmask.safetensors"
 SPEC = "diffmask.json"

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from unmask.data.toy_counting import ToyData, ToyTaskConfig
 from unmask.errors import UnmaskError
-from unmask.training.checkpoint import write_json_atomic
+from unmask.io import write_json_atomic
 
 
 @dataclass

@@ -13,6 +13,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+# re-exported for modules not yet moved to unmask.io (facade/train.py, report/audit.py, commands/demo_cmd.py)
+from unmask.io import write_json_atomic, write_text_atomic  # noqa: F401
+
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
@@ -75,18 +78,3 @@ def load_checkpoint(directory: str | Path, modules: dict[str, torch.nn.Module],
         _restore_optimizer(opt, load_file(str(d / f"optim_{name}.safetensors")), sidecar["optimizers"][name])
     torch.set_rng_state(load_file(str(d / "rng.safetensors"))["torch"])
     return sidecar["meta"]
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text via a temporary file and rename: readers never see a half-written file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
-    return p
-
-
-def write_json_atomic(path: str | Path, data) -> Path:
-    """Write JSON atomically (see ``write_text_atomic``)."""
-    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")

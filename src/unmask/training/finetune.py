@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
+from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier
 from unmask.training.batches import Tokenized, collate, epoch_batches, tokenize_examples
-from unmask.training.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from unmask.training.checkpoint import load_checkpoint, save_checkpoint
 
 LossFn = Callable[[TextClassifier, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 
