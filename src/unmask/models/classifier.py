@@ -147,8 +147,15 @@ class TextClassifier:
     def forward_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
                        token_type_ids: torch.Tensor | None = None, **kwargs):
         """Full model output (``.logits``, optionally attentions / hidden states) from word embeddings."""
-        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None and self._uses_token_types else {}
         return self.model(inputs_embeds=embeds, attention_mask=attention_mask, **extra, **kwargs)
+
+    @property
+    def _uses_token_types(self) -> bool:
+        """DistilBERT-style models take no token_type_ids; RoBERTa-style ones with one type ignore them."""
+        import inspect
+
+        return "token_type_ids" in inspect.signature(self.model.forward).parameters
 
     def logits(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
