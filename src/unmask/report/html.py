@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from unmask.attribution.record import Attribution
+if TYPE_CHECKING:  # records render themselves through this module: no runtime import back
+    from unmask.attribution.record import Attribution
 
 STYLE = """<style>
 body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}

@@ -1,9 +1,12 @@
 """Colored terminal view of an ``Attribution`` (rich markup, tokens escaped)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 
-from unmask.attribution.record import Attribution
+if TYPE_CHECKING:  # records render themselves through this module: no runtime import back
+    from unmask.attribution.record import Attribution
 
 
 def attribution_text(attr: Attribution) -> str:
