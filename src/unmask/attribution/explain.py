@@ -64,6 +64,9 @@ def explain(model: TextClassifier, texts: str | Sequence[str], methods: Sequence
 
     ``target``: ``None`` (the model's prediction), a label index or name, or one per text.
     Methods given by name use their defaults with ``token_budget``; pass instances to set parameters.
+    Keys are method names, in the given order; the same method with different parameters gets one key
+    per instance (``integrated_gradients(steps=8)``, see ``method_keys``); the same method with the same
+    parameters twice (e.g. ``"leave_one_out"`` and its alias ``"loo"``) is an error.
     """
     if isinstance(texts, str):
         texts = [texts]
@@ -74,7 +77,53 @@ def explain(model: TextClassifier, texts: str | Sequence[str], methods: Sequence
     if not methods:
         raise UnmaskError("no attribution method given")
     instances = [get_method(m, token_budget=token_budget) if isinstance(m, str) else m for m in methods]
+    keys = method_keys(instances, [m if isinstance(m, str) else m.name for m in methods])
     batch = model.encode(list(texts), list(pairs) if pairs is not None else None, on_too_long=on_too_long)
     logits = predict_batch(model, batch, token_budget)
     targets = resolve_targets(model, target, logits.argmax(-1))
-    return {m.name: attribute_batch(model, batch, m, targets, logits, progress) for m in instances}
+    return {key: attribute_batch(model, batch, m, targets, logits, progress) for key, m in zip(keys, instances)}
+
+
+def _same(a: AttributionMethod, b: AttributionMethod) -> bool:
+    """Same class and every attribute equal (objects such as a trained DiffMask compare by identity)."""
+    if a is b:
+        return True
+    va, vb = vars(a), vars(b)
+    if type(a) is not type(b) or va.keys() != vb.keys():
+        return False
+    for k in va:
+        try:
+            if not (va[k] is vb[k] or bool(va[k] == vb[k])):
+                return False
+        except (TypeError, ValueError, RuntimeError):  # e.g. multi-element tensors
+            return False
+    return True
+
+
+def method_keys(instances: Sequence[AttributionMethod], specs: Sequence[str]) -> list[str]:
+    """Result keys: the method's name when it is unique, else the name with the parameters that differ
+    within its group (``integrated_gradients(steps=8)``), numbered (``#1``, ``#2``) if those are equal
+    too. The same method twice with the same parameters (also via an alias) is an ``UnmaskError``."""
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(instances):
+        groups.setdefault(m.name, []).append(i)
+    keys = [m.name for m in instances]
+    for name, idx in groups.items():
+        if len(idx) == 1:
+            continue
+        for a, i in enumerate(idx):
+            for j in idx[a + 1:]:
+                if _same(instances[i], instances[j]):
+                    raise UnmaskError(f"method {name!r} given twice with the same parameters (as {specs[i]!r} "
+                                      f"and {specs[j]!r}); give it once")
+        params = [{k: v for k, v in instances[i].params.items() if k != "rows_per_example"} for i in idx]
+        differing = [k for k in params[0] if any(p.get(k) != params[0][k] for p in params)]
+        differing += [k for p in params for k in p if k not in params[0] and k not in differing]
+        for i, p in zip(idx, params):
+            keys[i] = f"{name}({', '.join(f'{k}={p.get(k)}' for k in differing)})" if differing else name
+        for key in {keys[i] for i in idx}:
+            clash = [i for i in idx if keys[i] == key]
+            if len(clash) > 1:
+                for n, i in enumerate(clash, 1):
+                    keys[i] = f"{key}#{n}"
+    return keys
