@@ -223,8 +223,12 @@ def load_model(path: str | Path = DEFAULT_MODEL, num_labels: int | None = None,
                           f"or '{DEFAULT_MODEL}')")
     if not (p / "config.json").is_file():
         raise UnmaskError(f"{p}: not a model directory (no config.json)")
+    from unmask.models.lstm import is_lstm_dir, load_lstm
+
+    if is_lstm_dir(p):
+        return load_lstm(p, label_names=label_names, max_length=max_length)
     try:
-        config = AutoConfig.from_pretrained(src)
+        config = _merged_config(p) or AutoConfig.from_pretrained(src)
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise UnmaskError(f"{p}: broken model config: {e}") from None
     try:
@@ -240,7 +244,7 @@ def load_model(path: str | Path = DEFAULT_MODEL, num_labels: int | None = None,
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar: stderr is for errors
     try:
-        split = getattr(config, SPLIT_KEY, None)
+        split = getattr(config, SPLIT_KEY, None) or getattr(config, "unmask_layernorm_groups", None)
         if split:
             model = _load_split(p, config)
         else:
@@ -270,17 +274,36 @@ def _has_classifier(p: Path) -> bool:
         return any(k.startswith("classifier.") for k in st.keys())
 
 
+def _merged_config(p: Path):
+    """The BertConfig of a merged model saved by unmask (model_type ``unmask_merged_bert``), else None.
+
+    Read from config.json with unmask's installed modeling code: nothing from ``p`` is executed.
+    """
+    from transformers import BertConfig
+
+    from unmask.facade.modeling_merged import MODEL_TYPE
+
+    raw = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    if not isinstance(raw, dict) or raw.get("model_type") != MODEL_TYPE:
+        return None
+    for key in ("model_type", "auto_map", "architectures"):
+        raw.pop(key, None)
+    return BertConfig.from_dict(raw)
+
+
 def _load_split(p: Path, config) -> nn.Module:
     """Build a merged (split-LayerNorm) BERT classifier from config, then load its safetensors weights."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification
 
-    from unmask.models.split_layernorm import install_split_layernorms
+    from unmask.facade.modeling_merged import MergedBertForSequenceClassification
 
     config._attn_implementation = "eager"
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
-    install_split_layernorms(model, getattr(config, SPLIT_KEY))
     state = load_file(str(p / "model.safetensors"))
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the caller's RNG
+        model = MergedBertForSequenceClassification(config)  # split LayerNorms from the config's groups
+    dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        model = model.to(dtypes.pop())
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
