@@ -7,10 +7,15 @@ The merged model keeps each model's activations in its own block of the hidden a
   stacked; HF splits the Q/K/V output into heads contiguously, so f's heads are the first ones and g's
   the rest (same head size, heads summed);
 - every LayerNorm becomes a ``SplitLayerNorm`` that normalizes f's block and g's block separately
-  (recorded in the config as ``unmask_split_layernorm: [h_f, h_g]`` so ``load_model`` rebuilds it);
+  (recorded in the config as ``unmask_layernorm_groups`` index lists, and as block sizes
+  ``unmask_split_layernorm: [h_f, h_g]``, so ``load_model`` rebuilds it);
 - the classifier is ``W = [W_f  W_g]``, ``b = b_f + b_g``: the merged logits are the sum of both.
 
-An already merged f (split LayerNorm) can be merged again: its blocks are kept and g's is appended.
+The model is a ``MergedBertForSequenceClassification`` (``facade/modeling_merged.py``): saved, it
+carries its modeling code (``auto_map``) and a model type plain transformers refuses without
+``trust_remote_code=True``, so it never loads silently as an ordinary BERT.
+
+An already merged f (split LayerNorm) can be merged again: its groups are kept and g's is appended.
 """
 from __future__ import annotations
 
@@ -24,8 +29,8 @@ from torch import nn
 
 from unmask.errors import UnmaskError
 from unmask.facade.model import check_bert, head_size_of
-from unmask.models.classifier import SPLIT_KEY, TextClassifier
-from unmask.models.split_layernorm import SplitLayerNorm, install_split_layernorms
+from unmask.models.classifier import TextClassifier
+from unmask.models.split_layernorm import SplitLayerNorm
 
 # Config fields f and g must agree on, with the name used in the error message.
 MUST_MATCH = (
@@ -39,9 +44,11 @@ MUST_MATCH = (
 )
 
 
-def block_sizes(config) -> list[int]:
-    """Hidden-axis blocks of a model: its split LayerNorm sizes if merged before, else [hidden]."""
-    return list(getattr(config, SPLIT_KEY, None) or [int(config.hidden_size)])
+def block_groups(config) -> list[list[int]]:
+    """LayerNorm groups of a model (index lists): its split groups if merged before, else all units."""
+    from unmask.facade.modeling_merged import layernorm_groups
+
+    return layernorm_groups(config) or [list(range(int(config.hidden_size)))]
 
 
 def check_mergeable(f: TextClassifier, g: TextClassifier) -> None:
@@ -63,15 +70,18 @@ def check_mergeable(f: TextClassifier, g: TextClassifier) -> None:
 
 def merged_config(f: TextClassifier, g: TextClassifier):
     """Config of the merged model: f's config with hidden, heads and FFN summed and the split recorded."""
+    from unmask.facade.modeling_merged import MODEL_CLASS, set_layernorm_groups
+
     cf, cg = f.model.config, g.model.config
     config = copy.deepcopy(cf)
     config.hidden_size = cf.hidden_size + cg.hidden_size
     config.num_attention_heads = cf.num_attention_heads + cg.num_attention_heads
     config.intermediate_size = cf.intermediate_size + cg.intermediate_size
-    config.architectures = ["BertForSequenceClassification"]
+    config.architectures = [MODEL_CLASS]
     config._name_or_path = ""
     config._attn_implementation = "eager"
-    setattr(config, SPLIT_KEY, block_sizes(cf) + block_sizes(cg))
+    h_f = int(cf.hidden_size)
+    set_layernorm_groups(config, block_groups(cf) + [[h_f + i for i in grp] for grp in block_groups(cg)])
     return config
 
 
@@ -117,15 +127,14 @@ def merge(f: TextClassifier, g: TextClassifier, out: str | Path | None = None) -
     The result uses f's tokenizer, labels and max length; its dtype is the wider of f's and g's.
     The saved directory loads back with ``unmask.models.load_model(out)``.
     """
-    from transformers import BertForSequenceClassification
+    from unmask.facade.modeling_merged import MergedBertForSequenceClassification
 
     check_mergeable(f, g)
     config = merged_config(f, g)
     ref_f, ref_g = f.embedding_matrix, g.embedding_matrix
     dtype = torch.promote_types(ref_f.dtype, ref_g.dtype)
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the caller's RNG
-        model = BertForSequenceClassification(config)
-    install_split_layernorms(model, getattr(config, SPLIT_KEY))
+        model = MergedBertForSequenceClassification(config)  # split LayerNorms from the config
     model = model.to(dtype=dtype, device=ref_f.device)
     _fill(model, f.model, g.model)
     merged = TextClassifier(model, f.tokenizer, max_length=f.max_length, name="merged")

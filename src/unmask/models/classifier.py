@@ -250,7 +250,7 @@ def load_model(path: str | Path = DEFAULT_MODEL, num_labels: int | None = None,
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
                 src, config=config, attn_implementation="eager", use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(src, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(src, use_fast=True, config=config)  # no second config read
     except SafetensorError as e:
         raise UnmaskError(f"{p}: broken weights file model.safetensors: {e}") from None
     except (OSError, ValueError, RuntimeError) as e:
