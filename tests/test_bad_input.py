@@ -100,7 +100,7 @@ def test_too_long_text_is_truncated_with_a_warning_or_refused(model):
     ("smoothgrad", {"samples": 0}, "samples must be >= 1"),
     ("smoothgrad", {"noise_scale": -1}, "noise_scale must be >= 0"),
     ("gradient", {"reduce": "mean"}, "unknown reduction 'mean'"),
-    ("gradient", {"objective": "margin"}, "unknown objective 'margin'"),
+    ("gradient", {"objective": "median"}, "unknown objective 'median'"),
     ("gradient", {"token_budget": 0}, "token_budget must be positive"),
     ("leave_one_out", {"replace": "blank"}, "unknown replacement 'blank'"),
     ("attention", {"mode": "max"}, "unknown attention mode 'max'"),

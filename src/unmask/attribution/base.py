@@ -6,11 +6,12 @@ from typing import ClassVar
 
 import torch
 
+from unmask.attribution.objectives import CLASS_OBJECTIVES, NAMED, Objective, objective_name, resolve_objective
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
 
-OBJECTIVES = ("log_prob", "logit", "prob", "loss")
+OBJECTIVES = CLASS_OBJECTIVES  # named objectives of the logits alone; see attribution/objectives.py for all
 REDUCTIONS = ("dot", "l2", "sum")
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_TOKEN_BUDGET = 2048  # padded tokens per forward; measured fastest on a 2-core CPU (bench/results.md)
@@ -63,16 +64,18 @@ class AttributionMethod:
 
 
 def objective_values(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """The per-row scalar a gradient method differentiates: log p(target) by default."""
-    if kind == "log_prob":
-        return logits.log_softmax(-1).gather(1, target[:, None])[:, 0]
-    if kind == "loss":
-        return -logits.log_softmax(-1).gather(1, target[:, None])[:, 0]
-    if kind == "logit":
-        return logits.gather(1, target[:, None])[:, 0]
-    if kind == "prob":
-        return logits.softmax(-1).gather(1, target[:, None])[:, 0]
-    raise UnmaskError(f"unknown objective {kind!r}; choose one of {', '.join(OBJECTIVES)}")
+    """The per-row scalar of a named logits objective (``OBJECTIVES``): log p(target) by default."""
+    if kind not in OBJECTIVES:
+        raise UnmaskError(f"unknown objective {kind!r}; choose one of {', '.join(OBJECTIVES)}")
+    return NAMED[kind](logits, target)
+
+
+class ObjectiveMixin:
+    """``self.objective`` (a name, for records) and ``self._objective`` (the callable) from a name or callable."""
+
+    def set_objective(self, spec: "str | Objective") -> None:
+        self._objective = resolve_objective(spec)
+        self.objective = objective_name(spec)
 
 
 def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
@@ -127,7 +130,7 @@ def row_chunks(attention_mask: torch.Tensor, token_budget: int) -> Iterator[tupl
 
 
 def gradient_chunks(model: TextClassifier, embeds: torch.Tensor, attention_mask: torch.Tensor,
-                    token_type_ids: torch.Tensor | None, target: torch.Tensor, objective: str,
+                    token_type_ids: torch.Tensor | None, target: torch.Tensor, objective: "str | Objective",
                     token_budget: int, precision: str = "float32"
                     ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
     """Yield ``(rows, d objective / d embeds, objective)`` over row chunks of at most ``token_budget`` tokens.
@@ -136,7 +139,9 @@ def gradient_chunks(model: TextClassifier, embeds: torch.Tensor, attention_mask:
     rows (e.g. ``PathRows``: rows made chunk by chunk, never all at once). One forward + backward per
     chunk, never one per row; trailing padding common to a chunk is not run (its gradient is zero).
     ``precision="bfloat16"`` runs the model under bf16 autocast; objective and gradients stay float32.
+    ``objective``: a name or a callable (model output, target) -> per-row values (``attribution.objectives``).
     """
+    objective_fn = resolve_objective(objective)
     full = embeds.shape[1]
     for sl, width in row_chunks(attention_mask, token_budget):
         x_full = embeds[sl].detach()
@@ -144,8 +149,8 @@ def gradient_chunks(model: TextClassifier, embeds: torch.Tensor, attention_mask:
         tti = token_type_ids[sl, :width] if token_type_ids is not None else None
         with torch.enable_grad():
             with _autocast(precision, x.device.type):
-                logits = model.forward_embeds(x, attention_mask[sl, :width], tti).logits
-            values = objective_values(logits.to(x.dtype), target[sl], objective)
+                output = model.forward_embeds(x, attention_mask[sl, :width], tti)
+            values = objective_fn(output, target[sl]).to(x.dtype)
             (grads,) = torch.autograd.grad(values.sum(), x)
         if width < full:
             grads = torch.cat([grads, grads.new_zeros(grads.shape[0], full - width, grads.shape[2])], 1)
@@ -153,15 +158,16 @@ def gradient_chunks(model: TextClassifier, embeds: torch.Tensor, attention_mask:
 
 
 def objective_chunks(model: TextClassifier, embeds: torch.Tensor, attention_mask: torch.Tensor,
-                     token_type_ids: torch.Tensor | None, target: torch.Tensor, objective: str,
+                     token_type_ids: torch.Tensor | None, target: torch.Tensor, objective: "str | Objective",
                      token_budget: int) -> torch.Tensor:
     """Objective values (rows,) without gradients, in chunks of at most ``token_budget`` tokens."""
+    objective_fn = resolve_objective(objective)
     out = []
     with torch.no_grad():
         for sl, width in row_chunks(attention_mask, token_budget):
             tti = token_type_ids[sl, :width] if token_type_ids is not None else None
-            logits = model.forward_embeds(embeds[sl][:, :width], attention_mask[sl, :width], tti).logits
-            out.append(objective_values(logits, target[sl], objective))
+            output = model.forward_embeds(embeds[sl][:, :width], attention_mask[sl, :width], tti)
+            out.append(objective_fn(output, target[sl]))
     return torch.cat(out) if out else torch.zeros(0, dtype=embeds.dtype)
 
 

@@ -3,35 +3,52 @@ from __future__ import annotations
 
 import torch
 
-from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, OBJECTIVES, REDUCTIONS, AttributionMethod,
-                                     check_choice, gradient_chunks, reduce_tokens, register, zero_padding)
+from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, REDUCTIONS, AttributionMethod, ObjectiveMixin,
+                                     check_choice, check_precision, gradient_chunks, reduce_tokens, register,
+                                     zero_padding)
+from unmask.attribution.objectives import Objective
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
 
 
 @register
-class Gradient(AttributionMethod):
+class Gradient(ObjectiveMixin, AttributionMethod):
     """Gradient of the objective at the word embeddings; token score ||g|| by default.
 
     ``reduce="dot"`` gives g.x, the Facade paper's / AllenNLP's "Gradient" (same as gradient_x_input).
+    ``objective``: a name (``attribution.objectives``) or a callable (model output, target) -> per-row values.
     """
 
     name = "gradient"
     aliases = ("saliency", "vanilla_gradient")
 
-    def __init__(self, reduce: str = "l2", objective: str = "log_prob",
+    def __init__(self, reduce: str = "l2", objective: "str | Objective" = "log_prob",
                  token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
         super().__init__(token_budget)
         self.reduce = check_choice(reduce, REDUCTIONS, "reduction")
-        self.objective = check_choice(objective, OBJECTIVES, "objective")
+        self.set_objective(objective)
+
+    def dim_attributions(self, model: TextClassifier, embeds: torch.Tensor, batch: Batch, target: torch.Tensor,
+                         precision: str = "float32") -> tuple[torch.Tensor, list[dict]]:
+        """(rows, tokens, dim) gradients at ``embeds`` (any point, e.g. noisy copies) and per-row extras."""
+        check_precision(precision)
+        grads = torch.zeros_like(embeds)
+        values = torch.zeros(len(embeds), dtype=embeds.dtype)
+        for sl, g, val in gradient_chunks(model, embeds, batch.attention_mask, batch.token_type_ids, target,
+                                          self._objective, self.token_budget, precision=precision):
+            grads[sl], values[sl] = g, val
+        return grads, [{"objective_value": float(v)} for v in values]
+
+    def reduce_dims(self, dims: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """Token scores from per-dimension gradients and the input they are reduced with."""
+        return reduce_tokens(dims, embeds, self.reduce)
+
+    def attribute_embeds(self, model: TextClassifier, embeds: torch.Tensor, batch: Batch,
+                         target: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """Scores at given word embeddings (``batch`` supplies mask and segment ids)."""
+        dims, extras = self.dim_attributions(model, embeds, batch, target)
+        return zero_padding(self.reduce_dims(dims, embeds), batch.attention_mask), extras
 
     def attribute(self, model: TextClassifier, batch: Batch,
                   target: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
-        embeds = model.embed(batch.input_ids).detach()
-        scores = torch.zeros(embeds.shape[:2], dtype=embeds.dtype)
-        values = torch.zeros(len(batch), dtype=embeds.dtype)
-        for sl, grads, val in gradient_chunks(model, embeds, batch.attention_mask, batch.token_type_ids,
-                                              target, self.objective, self.token_budget):
-            scores[sl] = reduce_tokens(grads, embeds[sl], self.reduce)
-            values[sl] = val
-        return zero_padding(scores, batch.attention_mask), [{"objective_value": float(v)} for v in values]
+        return self.attribute_embeds(model, model.embed(batch.input_ids).detach(), batch, target)

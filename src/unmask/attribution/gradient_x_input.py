@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from unmask.attribution.base import DEFAULT_TOKEN_BUDGET, register
 from unmask.attribution.gradient import Gradient
+from unmask.attribution.objectives import Objective
 
 
 @register
@@ -12,5 +13,5 @@ class GradientXInput(Gradient):
     name = "gradient_x_input"
     aliases = ("input_x_gradient",)
 
-    def __init__(self, objective: str = "log_prob", token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
+    def __init__(self, objective: "str | Objective" = "log_prob", token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
         super().__init__(reduce="dot", objective=objective, token_budget=token_budget)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, OBJECTIVES, AttributionMethod, PathRows, check_choice,
+from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, AttributionMethod, ObjectiveMixin, PathRows, check_choice,
                                      gradient_chunks, objective_chunks, register, zero_padding)
+from unmask.attribution.objectives import Objective
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
@@ -48,7 +49,7 @@ def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register
-class IntegratedGradients(AttributionMethod):
+class IntegratedGradients(ObjectiveMixin, AttributionMethod):
     """Token score sum_d (x - x')_d * integral of the gradient along the straight path from x' = 0."""
 
     name = "integrated_gradients"
@@ -58,7 +59,7 @@ class IntegratedGradients(AttributionMethod):
     rows_per_example = 1
 
     def __init__(self, steps: int = 16, rule: str = "gausslegendre", tolerance: float | None = 1e-3,
-                 max_steps: int = 256, objective: str = "log_prob",
+                 max_steps: int = 256, objective: "str | Objective" = "log_prob",
                  token_budget: int = DEFAULT_TOKEN_BUDGET, refine: str = "global", panel_points: int = 4) -> None:
         super().__init__(token_budget)
         if steps < 1:
@@ -69,7 +70,7 @@ class IntegratedGradients(AttributionMethod):
             raise UnmaskError(f"panel_points must be >= 1, got {panel_points}")
         self.steps, self.max_steps, self.tolerance = steps, max(max_steps, steps), tolerance
         self.rule = check_choice(rule, RULES, "integration rule")
-        self.objective = check_choice(objective, OBJECTIVES, "objective")
+        self.set_objective(objective)
         self.refine = check_choice(refine, REFINEMENTS, "refinement")
         if self.refine == "local" and self.rule != "gausslegendre":
             raise UnmaskError(f"refine='local' uses composite Gauss-Legendre panels, not rule {rule!r}")
@@ -81,14 +82,14 @@ class IntegratedGradients(AttributionMethod):
         """``gradient_chunks`` over the path points (example[r], alpha[r]), built chunk by chunk."""
         tti = batch.token_type_ids[example] if batch.token_type_ids is not None else None
         return gradient_chunks(model, PathRows(embeds, example, alpha), batch.attention_mask[example], tti,
-                               target[example], self.objective, self.token_budget)
+                               target[example], self._objective, self.token_budget)
 
     def _objective_at(self, model: TextClassifier, embeds: torch.Tensor, batch: Batch, target: torch.Tensor,
                       example: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """F(alpha x) for the pairs (example[r], alpha[r]), forward only."""
         tti = batch.token_type_ids[example] if batch.token_type_ids is not None else None
         return objective_chunks(model, PathRows(embeds, example, alpha), batch.attention_mask[example], tti,
-                                target[example], self.objective, self.token_budget)
+                                target[example], self._objective, self.token_budget)
 
     def _endpoint_values(self, model: TextClassifier, embeds: torch.Tensor, batch: Batch,
                          target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +102,11 @@ class IntegratedGradients(AttributionMethod):
 
     def attribute(self, model: TextClassifier, batch: Batch,
                   target: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
-        embeds = model.embed(batch.input_ids).detach()
+        return self.attribute_embeds(model, model.embed(batch.input_ids).detach(), batch, target)
+
+    def attribute_embeds(self, model: TextClassifier, embeds: torch.Tensor, batch: Batch,
+                         target: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """IG from a zero baseline to given word embeddings (``batch`` supplies mask and segment ids)."""
         f_x, f_baseline = self._endpoint_values(model, embeds, batch, target)
         gap = f_x - f_baseline
         if self.refine == "local":
