@@ -105,7 +105,7 @@ def test_resume_after_kill_matches_uninterrupted_run(data, reference, tmp_path, 
     model = fresh_model(seed=123 if last else 0)
     result = train_classifier(model, *data, out, TrainConfig(**CONFIG), progress=False, log=logs.append)
     if last:
-        assert f"resumed from {out / 'checkpoint'} at step {last}/{TOTAL}" in logs
+        assert f"resumed training from {out / 'checkpoint'} at step {last}/{TOTAL}" in logs
     assert_same_run(out, model, result, reference)
 
 
@@ -152,3 +152,72 @@ def test_cli_train_is_deterministic_with_a_seed(tmp_path, capsys):
     assert "classifier.weight" in saved[0]
     assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
     assert "model written to" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ Facade (issue 13, defect 4)
+FACADE_WORDS = "the a movie film good bad is was very not and of it".split()
+
+
+def _facade_data(n_train: int = 20, n_dev: int = 8):
+    gen = torch.Generator().manual_seed(0)
+    texts = [" ".join(FACADE_WORDS[i] for i in torch.randint(len(FACADE_WORDS), (5,), generator=gen).tolist())
+             for _ in range(n_train + n_dev)]
+    from unmask.data.readers import Example
+
+    return ([Example(t, i % 2) for i, t in enumerate(texts[:n_train])],
+            [Example(t, i % 2) for i, t in enumerate(texts[n_train:])])
+
+
+def _facade_g(seed: int = 5):
+    g = tiny_classifier(seed=seed, hidden=16, intermediate=32, layers=1)
+    for module in g.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.1  # so that restoring the RNG state matters
+    return g
+
+
+def _killing_facade_loss(monkeypatch, after_steps: int) -> None:
+    """Make ``facade_loss`` raise on training step ``after_steps + 1`` (dev evaluation runs in eval mode
+    and is not counted), i.e. 'kill the process' after ``after_steps`` optimizer steps."""
+    import unmask.facade.train as facade_train
+
+    real, calls = facade_train.facade_loss, {"n": 0}
+
+    def loss(g, *args, **kwargs):
+        if g.model.training:
+            calls["n"] += 1
+            if calls["n"] > after_steps:
+                raise Killed
+        return real(g, *args, **kwargs)
+
+    monkeypatch.setattr(facade_train, "facade_loss", loss)
+
+
+# 20 examples in batches of 8: epoch_batches yields 3 batches per epoch (8, 8, 4), 20 // 8 = 2
+FACADE_CONFIG = dict(steps=8, batch_size=8, lr=3e-3, max_length=16, checkpoint_every=2, eval_every=4, eval_size=8,
+                     seed=3)
+
+
+@pytest.mark.parametrize("kill_after", [3, 5])  # checkpoints at 2 / 4 (epoch 1, mid-epoch), lost steps redone
+def test_facade_resume_across_an_epoch_boundary_matches_uninterrupted_run(tmp_path, monkeypatch, kill_after):
+    """Defect 4: a Facade run killed after step ``kill_after`` and resumed ends with the same weights
+    (bitwise) and the same log as one uninterrupted run; the batches of every epoch are all used."""
+    from unmask.facade.train import FacadeConfig, train_facade
+
+    train, dev = _facade_data()
+    quiet = dict(progress=False, log=lambda s: None)
+    g_ref = _facade_g()
+    ref = train_facade(g_ref, train, dev, "first", tmp_path / "ref", FacadeConfig(**FACADE_CONFIG), **quiet)
+    with monkeypatch.context() as m:
+        _killing_facade_loss(m, kill_after)
+        with pytest.raises(Killed):
+            train_facade(_facade_g(), train, dev, "first", tmp_path / "run", FacadeConfig(**FACADE_CONFIG), **quiet)
+    g = _facade_g(seed=99)  # every weight must come from the checkpoint
+    got = train_facade(g, train, dev, "first", tmp_path / "run", FacadeConfig(**FACADE_CONFIG), **quiet)
+    assert got["steps"] == ref["steps"] == 8
+    assert got["history"] == ref["history"] and [h["step"] for h in got["history"]] == [4, 8]
+    a, b = state(g_ref), state(g)
+    assert not [k for k in a if not torch.equal(a[k], b[k])], "weights differ from the uninterrupted run"
+    for name in ("model.safetensors",):
+        x, y = load_file(str(tmp_path / "ref" / name)), load_file(str(tmp_path / "run" / name))
+        assert all(torch.equal(x[k], y[k]) for k in x)

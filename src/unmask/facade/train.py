@@ -1,21 +1,20 @@
-"""Train a Facade model g (double backward), with checkpoints, resume and a P@1 progress bar."""
+"""Train a Facade model g (double backward) on the shared training loop (checkpoints, exact resume, P@1 bar)."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
 from unmask.facade.objective import FacadeObjective, facade_loss, partner_logit_scores
 from unmask.facade.targets import TargetPositions, TargetSpec
+from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier
 from unmask.training.batches import collate, epoch_batches, tokenize_examples
-from unmask.training.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from unmask.training.loop import LoopState, TrainingLoop
 
 
 @dataclass
@@ -63,59 +62,50 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
         raise UnmaskError("facade and predictive model have different vocabularies")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
     targets = TargetPositions(target, g.tokenizer)
+    pad = g.tokenizer.pad_token_id
     tr = tokenize_examples(g, train, config.max_length)
     dv = tokenize_examples(g, dev[:config.eval_size], config.max_length)
-    dev_batches = [collate(dv, ix, g.tokenizer.pad_token_id) for ix in epoch_batches([len(x) for x in dv.input_ids],
+    dev_batches = [collate(dv, ix, pad) for ix in epoch_batches([len(x) for x in dv.input_ids],
                                                                  config.batch_size, 0, 0, shuffle=False)]
     lengths = [len(x) for x in tr.input_ids]
     if f is not None:
         f.model.eval().requires_grad_(False)
     opt = torch.optim.Adam(g.model.parameters(), lr=config.lr)
-    meta = load_checkpoint(out / "checkpoint", {"model": g.model}, {"adam": opt})
-    step = meta["step"] if meta else 0
-    history = meta["history"] if meta else []
-    if meta:
-        log(f"resumed facade training from {out / 'checkpoint'} at step {step}/{config.steps}")
-    per_epoch = max(1, len(lengths) // config.batch_size)
-    bar = tqdm(total=config.steps, initial=step, desc=f"facade[{targets.name}]", disable=not progress)
-    started = time.time()
-    last_eval: dict[str, float] = history[-1] if history else {}
-    while step < config.steps:
-        epoch, offset = divmod(step, per_epoch)
-        for index in epoch_batches(lengths, config.batch_size, config.seed, epoch)[offset:]:
-            g.model.train()
-            b = collate(tr, index, g.tokenizer.pad_token_id)
-            t = targets.mask(b["input_ids"], b["attention_mask"])
-            partner = (partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"])
-                       if f is not None else None)
-            loss, info = facade_loss(g, b, t, config.objective, partner)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(g.model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step % config.eval_every == 0 or step == config.steps:
-                last_eval = {"step": step, **_evaluate(g, dev_batches, targets, config.objective, f)}
-                history.append(last_eval)
-            shown = {"P@1": info["p_at_1"], "H": info["entropy"]} | (
-                {"dev P@1": last_eval.get("p_at_1", float("nan"))} if last_eval else {})
-            if "grad_ratio" in info:
-                shown["g/f"] = info["grad_ratio"]
-                shown["agree"] = info["agree"]
-            bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
-            if step % config.checkpoint_every == 0:
-                save_checkpoint(out / "checkpoint", {"model": g.model}, {"adam": opt},
-                                {"step": step, "history": history})
-            if step >= config.steps:
-                break
-    bar.close()
+
+    def loss(index: list[int], state: LoopState) -> tuple[torch.Tensor, dict[str, float]]:
+        g.model.train()
+        b = collate(tr, index, pad)
+        t = targets.mask(b["input_ids"], b["attention_mask"])
+        partner = (partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"])
+                   if f is not None else None)
+        value, info = facade_loss(g, b, t, config.objective, partner)
+        return value, info
+
+    def evaluate(state: LoopState) -> None:
+        state.history.append({"step": state.step, **_evaluate(g, dev_batches, targets, config.objective, f)})
+
+    def postfix(state: LoopState, info: dict[str, float]) -> dict[str, float]:
+        last_eval = state.history[-1] if state.history else {}
+        shown = {"P@1": info["p_at_1"], "H": info["entropy"]} | (
+            {"dev P@1": last_eval.get("p_at_1", float("nan"))} if last_eval else {})
+        if "grad_ratio" in info:
+            shown["g/f"] = info["grad_ratio"]
+            shown["agree"] = info["agree"]
+        return shown
+
+    loop = TrainingLoop(
+        batches=lambda epoch: epoch_batches(lengths, config.batch_size, config.seed, epoch),
+        loss=loss, optimizers={"adam": opt}, modules={"model": g.model}, max_steps=config.steps,
+        clip_params=list(g.model.parameters()), clip_norm=1.0, checkpoint_dir=out / "checkpoint",
+        checkpoint_every=config.checkpoint_every, eval_every=config.eval_every, evaluate=evaluate,
+        postfix=postfix, seed=config.seed, what="facade training", desc=f"facade[{targets.name}]",
+        progress=progress, log=log)
+    state = loop.run()
     g.model.eval()
     g.save(out)
-    result = {"target": targets.name, "steps": step, "history": history, "final": last_eval,
-              "config": asdict(config), "with_partner": f is not None,
-              "seconds_this_run": round(time.time() - started, 1)}
+    result = {"target": targets.name, "steps": state.step, "history": state.history,
+              "final": state.history[-1] if state.history else {}, "config": asdict(config),
+              "with_partner": f is not None, "seconds_this_run": loop.seconds}
     write_json_atomic(out / "facade.json", result)
     return result

@@ -1,26 +1,22 @@
-"""Fine-tune a classifier with a progress bar, per-epoch dev evaluation, checkpoints and resume.
+"""Fine-tune a classifier on the shared training loop: per-epoch dev evaluation, checkpoints, resume.
 
 The loss is pluggable (``LossFn``): plain cross-entropy for ``unmask train``; the Facade paper's
 gradient-regularized objective (Eq. 5) for ``unmask facade regularize``.
 """
 from __future__ import annotations
 
-import math
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
 from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier
 from unmask.training.batches import Tokenized, collate, epoch_batches, tokenize_examples
-from unmask.training.checkpoint import load_checkpoint, save_checkpoint
+from unmask.training.loop import LoopState, TrainingLoop, steps_for
 
 LossFn = Callable[[TextClassifier, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -69,20 +65,24 @@ def train_classifier(model: TextClassifier, train: list[Example], dev: list[Exam
                      progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Train ``model`` in place; the best dev-accuracy model is saved to ``out`` (safetensors).
 
-    Resumes from ``out/checkpoint`` if present. Returns the metrics also written to ``out/metrics.json``.
+    Dev accuracy is measured at every epoch end and at the end of the budget. Resumes from
+    ``out/checkpoint`` if present. Returns the metrics also written to ``out/metrics.json``.
     """
     if not train:
         raise UnmaskError("no training examples")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
     train = train[:config.train_limit] if config.train_limit else train
     dev = dev[:config.eval_limit] if config.eval_limit else dev
     tr = tokenize_examples(model, train, config.max_length)
     dv = tokenize_examples(model, dev, config.max_length)
     lengths = [len(x) for x in tr.input_ids]
-    per_epoch = math.ceil(len(tr) / config.batch_size)
-    total = config.max_steps or max(1, int(config.epochs * per_epoch))
+
+    def batches(epoch: int) -> list[list[int]]:
+        return epoch_batches(lengths, config.batch_size, config.seed, epoch)
+
+    per_epoch = len(batches(0))
+    total = config.max_steps or steps_for(config.epochs, per_epoch)
     params = [p for p in model.model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
@@ -91,52 +91,38 @@ def train_classifier(model: TextClassifier, train: list[Example], dev: list[Exam
     warm = max(1, int(config.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    meta = load_checkpoint(out / "checkpoint", {"model": model.model}, {"adamw": opt})
-    step = meta["step"] if meta else 0
-    history = meta["history"] if meta else []
-    best = meta["best"] if meta else -1.0
-    running = meta.get("running_loss") if meta else None  # so the logged loss continues, not restarts
-    if meta:
-        log(f"resumed from {out / 'checkpoint'} at step {step}/{total}")
-    with warnings.catch_warnings():  # replaying the schedule: "step() before optimizer.step()" is expected
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(step):
-            sched.step()
-    bar = tqdm(total=total, initial=step, desc=f"train {model.name}", disable=not progress)
-    started = time.time()
-    while step < total:
-        epoch, offset = divmod(step, per_epoch)
-        batches = epoch_batches(lengths, config.batch_size, config.seed, epoch)
-        for index in batches[offset:]:
-            model.model.train()
-            b = collate(tr, index, model.tokenizer.pad_token_id)
-            loss, logits = loss_fn(model, b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}", epoch=epoch)
-            end_of_epoch = step % per_epoch == 0 or step == total
-            if end_of_epoch:
-                metrics = evaluate(model, dv)
-                history.append({"step": step, "epoch": step / per_epoch, "dev_accuracy": metrics["accuracy"],
-                                "train_loss": running})
-                log(f"step {step}: dev accuracy {metrics['accuracy']:.2f}%")
-                if metrics["accuracy"] > best:
-                    best = metrics["accuracy"]
-                    model.save(out)
-            if step % config.checkpoint_every == 0 or end_of_epoch:
-                save_checkpoint(out / "checkpoint", {"model": model.model}, {"adamw": opt},
-                                {"step": step, "history": history, "best": best, "running_loss": running})
-            if step >= total:
-                break
-    bar.close()
-    result = {"best_dev_accuracy": best, "steps": step, "history": history, "config": asdict(config),
-              "train_examples": len(tr), "dev_examples": len(dv),
-              "seconds_this_run": round(time.time() - started, 1)}
+    pad = model.tokenizer.pad_token_id
+
+    def loss(index: list[int], state: LoopState) -> tuple[torch.Tensor, dict[str, float]]:
+        model.model.train()
+        value, _ = loss_fn(model, collate(tr, index, pad))
+        return value, {}
+
+    def track(state: LoopState, stats: dict[str, float]) -> None:
+        if "running_loss" in state.extra:  # a checkpoint written before the shared loop
+            state.running["loss"] = state.extra.pop("running_loss")
+        old = state.running.get("loss")
+        state.running["loss"] = stats["loss"] if old is None else 0.98 * old + 0.02 * stats["loss"]
+
+    def evaluate_dev(state: LoopState) -> None:
+        metrics = evaluate(model, dv)
+        state.history.append({"step": state.step, "epoch": state.step / per_epoch,
+                              "dev_accuracy": metrics["accuracy"], "train_loss": state.running["loss"]})
+        log(f"step {state.step}: dev accuracy {metrics['accuracy']:.2f}%")
+        if metrics["accuracy"] > state.extra.get("best", -1.0):
+            state.extra["best"] = metrics["accuracy"]
+            model.save(out)
+
+    loop = TrainingLoop(
+        batches=batches, loss=loss, optimizers={"adamw": opt}, schedulers={"linear": sched},
+        modules={"model": model.model}, max_steps=total, clip_params=params, clip_norm=1.0,
+        checkpoint_dir=out / "checkpoint", checkpoint_every=config.checkpoint_every, checkpoint_at_epoch_end=True,
+        eval_at_epoch_end=True, evaluate=evaluate_dev, after_update=track,
+        postfix=lambda state, stats: {"loss": state.running["loss"], "epoch": state.epoch},
+        seed=config.seed, what="training", desc=f"train {model.name}", progress=progress, log=log)
+    state = loop.run()
+    result = {"best_dev_accuracy": state.extra.get("best", -1.0), "steps": state.step, "history": state.history,
+              "config": asdict(config), "train_examples": len(tr), "dev_examples": len(dv),
+              "seconds_this_run": loop.seconds}
     write_json_atomic(out / "metrics.json", result)
     return result
