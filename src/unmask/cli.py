@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except UnmaskError as e:
         print(f"unmask {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout piped into a reader that stopped early (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":  # `python -m unmask.cli`: commands register in the imported module

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unmask.errors import UnmaskError
+from unmask.errors import UnmaskError, UnmaskWarning
 from unmask.models.batch import Batch
 
 DEFAULT_MODEL = "minilm"
@@ -90,14 +90,14 @@ class TextClassifier:
         if on_too_long not in ("truncate", "error"):
             raise UnmaskError(f"on_too_long must be 'truncate' or 'error', not {on_too_long!r}")
         args = (texts, pairs) if has_pair else (texts,)
-        full = self.tokenizer(*args, truncation=False, add_special_tokens=True)
+        full = self.tokenizer(*args, truncation=False, add_special_tokens=True, verbose=False)  # we warn
         too_long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
         if too_long:
             msg = (f"input #{too_long[0]} has {len(full['input_ids'][too_long[0]])} tokens, over the "
                    f"model's limit of {self.max_length}")
             if on_too_long == "error":
                 raise UnmaskError(msg)
-            warnings.warn(f"{msg}; truncated ({len(too_long)} input(s) affected)", stacklevel=2)
+            warnings.warn(f"{msg}; truncated ({len(too_long)} input(s) affected)", UnmaskWarning, stacklevel=2)
         enc = self.tokenizer(*args, truncation="longest_first" if has_pair else True,
                              max_length=self.max_length, padding=True, return_tensors="pt")
         tokens, word_ids, seq_ids, words = [], [], [], []

@@ -21,3 +21,20 @@ def attribution_text(attr: Attribution) -> str:
     head = (f"[bold]{attr.method}[/] target={escape(attr.target_name)} "
             f"p={attr.probabilities[attr.target]:.3f}")
     return head + "\n" + " ".join(parts)
+
+
+def attribution_table(attr: Attribution, top: int | None = None) -> str:
+    """Plain text (no colour): one row per token with its signed score and its share of sum |score|.
+
+    Rows are in input order; with ``top`` only the ``top`` tokens of largest |score|, largest first.
+    """
+    shares = attr.normalized()
+    rows = list(range(len(attr.tokens)))
+    if top:
+        rows = sorted(rows, key=lambda i: (-abs(attr.scores[i]), i))[:top]
+    width = max([len("token"), *(len(attr.tokens[i]) for i in rows)])
+    head = (f"{attr.method}: target {attr.target_name} (p={attr.probabilities[attr.target]:.3f}), "
+            f"predicted label {attr.prediction}" + (f", top {len(rows)} of {len(attr.tokens)} tokens" if top else ""))
+    lines = [head, f"  {'#':>3}  {'token':<{width}}  {'score':>11}  {'share':>6}"]
+    lines += [f"  {i:>3}  {attr.tokens[i]:<{width}}  {attr.scores[i]:>+11.4g}  {100 * shares[i]:>5.1f}%" for i in rows]
+    return "\n".join(lines)
