@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from unmask.masking.adapters import MaskableModel
 from unmask.masking.diffmask import DiffMask, kl_divergence
 from unmask.masking.lookahead import Lookahead
 from unmask.training.batches import epoch_batches
-from unmask.training.checkpoint import load_checkpoint, save_checkpoint
+from unmask.training.loop import LoopState, TrainingLoop
 
 WEIGHTS = "diffmask.safetensors"
 SPEC = "diffmask.json"
@@ -125,56 +124,49 @@ def train_diffmask(diffmask: DiffMask, adapter: MaskableModel, items: Sequence[A
 def _train_loop(diffmask: DiffMask, adapter: MaskableModel, items: Sequence[Any], out: Path,
                 config: DiffMaskTrainConfig, layers: list[int], progress: bool,
                 log: Callable[[str], None]) -> dict:
+    """The shared training loop with DiffMask's specifics as hooks: a layer drawn per step from
+    (seed, step), learning-rate warm-up, gradient ascent on the multipliers and their clamp."""
     opt_gates, opt_mult = make_optimizers(diffmask, config)
     lengths = adapter.lengths(items)
-    per_epoch = math.ceil(len(items) / config.batch_size)
-    modules = {"diffmask": diffmask, "lookahead_gates": opt_gates.state, "lookahead_multipliers": opt_mult.state}
-    optims = {"gates": opt_gates.optimizer, "multipliers": opt_mult.optimizer}
-    meta = load_checkpoint(out / "checkpoint", modules, optims)
-    step = meta["step"] if meta else 0
-    history = meta["history"] if meta else []
-    running = _Running(meta["running"] if meta else {})
-    if meta:
-        log(f"resumed DiffMask from {out / 'checkpoint'} at step {step}/{config.steps}")
-    started = time.time()
-    bar = tqdm(total=config.steps, initial=step, desc=f"diffmask {diffmask.mode}", disable=not progress)
-    while step < config.steps:
-        epoch, offset = divmod(step, per_epoch)
-        for index in epoch_batches(lengths, config.batch_size, config.seed, epoch)[offset:]:
-            layer = random.Random(config.seed * 1000003 + step).choice(layers)
-            batch = adapter.collate([items[i] for i in index])
-            states = adapter.states(batch)
-            diffmask.init_baselines(adapter, states)
-            diffmask.train()
-            warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-            for group in opt_gates.optimizer.param_groups:
-                group["lr"] = group["base_lr"] * warm
-            parts = diffmask.lagrangian(adapter, batch, states, layer)
-            opt_gates.zero_grad()
-            opt_mult.zero_grad()
-            parts["loss"].backward()
-            diffmask.multipliers.grad.neg_()  # gradient ascent on the multipliers
-            opt_gates.step()
-            opt_mult.step()
-            diffmask.clamp_multipliers()
-            step += 1
-            running.update(layer, {k: float(parts[k]) for k in ("kl", "l0", "sampled_kept")})
-            bar.update(1)
-            bar.set_postfix(layer=layer, kl=f"{float(parts['kl']):.3f}", l0=f"{float(parts['l0']):.3f}",
-                            lam=f"{float(diffmask.multipliers[layer].detach()):.2f}")
-            if step % config.log_every == 0 or step == config.steps:
-                history.append({"step": step, "running": json.loads(json.dumps(running.values)),
-                                "multipliers": diffmask.multipliers.detach().tolist()})
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                save_checkpoint(out / "checkpoint", modules, optims,
-                                {"step": step, "history": history, "running": running.values})
-            if step >= config.steps:
-                break
-    bar.close()
-    result = {"steps": step, "layers": layers, "config": asdict(config), "train_items": len(items),
-              "multipliers": diffmask.multipliers.detach().tolist(), "running": running.values,
-              "history": history, "seconds_this_run": round(time.time() - started, 1)}
-    return result
+
+    def loss(index: list[int], state: LoopState) -> tuple[torch.Tensor, dict[str, float]]:
+        layer = random.Random(config.seed * 1000003 + state.step).choice(layers)
+        batch = adapter.collate([items[i] for i in index])
+        states = adapter.states(batch)
+        diffmask.init_baselines(adapter, states)
+        diffmask.train()
+        warm = min(1.0, (state.step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        for group in opt_gates.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * warm
+        parts = diffmask.lagrangian(adapter, batch, states, layer)
+        return parts["loss"], {"layer": layer, **{k: float(parts[k]) for k in ("kl", "l0", "sampled_kept")}}
+
+    def ascend_multipliers(state: LoopState) -> None:
+        diffmask.multipliers.grad.neg_()  # gradient ascent on the multipliers
+
+    def after_update(state: LoopState, stats: dict[str, float]) -> None:
+        diffmask.clamp_multipliers()
+        _Running(state.running).update(stats["layer"], {k: stats[k] for k in ("kl", "l0", "sampled_kept")})
+
+    def record(state: LoopState) -> None:
+        state.history.append({"step": state.step, "running": json.loads(json.dumps(state.running)),
+                              "multipliers": diffmask.multipliers.detach().tolist()})
+
+    def postfix(state: LoopState, stats: dict[str, float]) -> dict:
+        return {"layer": stats["layer"], "kl": f"{stats['kl']:.3f}", "l0": f"{stats['l0']:.3f}",
+                "lam": f"{float(diffmask.multipliers[stats['layer']].detach()):.2f}"}
+
+    loop = TrainingLoop(
+        batches=lambda epoch: epoch_batches(lengths, config.batch_size, config.seed, epoch),
+        loss=loss, optimizers={"gates": opt_gates, "multipliers": opt_mult}, modules={"diffmask": diffmask},
+        max_steps=config.steps, checkpoint_dir=out / "checkpoint", checkpoint_every=config.checkpoint_every,
+        eval_every=config.log_every, evaluate=record, before_update=ascend_multipliers, after_update=after_update,
+        postfix=postfix, seed=config.seed, what="DiffMask", desc=f"diffmask {diffmask.mode}", progress=progress,
+        log=log)
+    state = loop.run()
+    return {"steps": state.step, "layers": layers, "config": asdict(config), "train_items": len(items),
+            "multipliers": diffmask.multipliers.detach().tolist(), "running": state.running,
+            "history": state.history, "seconds_this_run": loop.seconds}
 
 
 def _model_params(adapter: MaskableModel) -> list[torch.nn.Parameter]:
