@@ -48,6 +48,12 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, sh
     return batches
 
 
+def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """A random permutation of ``range(n)`` cut into batches; a function of (seed, epoch) only."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch)).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
 def collate(data: Tokenized, index: list[int], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(data.input_ids[i]) for i in index)
     ids = torch.full((len(index), width), pad_id, dtype=torch.long)
