@@ -70,7 +70,36 @@ def build_merge(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check-limit", type=int, default=None, help="use the first N dev examples for the check")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="fail (and write nothing) if max |merged - (f + g)| logit exceeds this (default 1e-4)")
+    _conceal_arguments(p)
     p.add_argument("--no-progress", action="store_true")
+
+
+def _conceal_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--permute", type=int, default=None, metavar="SEED",
+                   help="conceal: permute hidden units, heads and FFN units at random (exactly the same function)")
+    p.add_argument("--noise", type=float, default=None, metavar="SCALE",
+                   help="conceal: Gaussian noise of SCALE x max|W| per 2-D weight (Facade paper 3.3), e.g. 1e-6")
+    p.add_argument("--noise-where", choices=["zeros", "all"], default="zeros",
+                   help="put the noise on the zero entries only (default) or on every entry")
+    p.add_argument("--noise-seed", type=int, default=0)
+
+
+def _conceal_checked(model, texts, pairs, args, tolerance: float):
+    """(concealed model, its logit change vs ``model``) for --permute / --noise; permutation must be exact."""
+    from unmask.errors import UnmaskError
+    from unmask.facade.conceal import conceal, logit_change
+
+    concealed = conceal(model, permute=args.permute, noise=args.noise, noise_where=args.noise_where,
+                        noise_seed=args.noise_seed)
+    change = logit_change(model, concealed, texts, pairs)
+    if args.noise is None and not change["max_logit_change"] <= tolerance:
+        raise UnmaskError(f"the permuted model's logits differ by {change['max_logit_change']:.3g} "
+                          f"(> tolerance {tolerance}); nothing written")
+    report = {"permute_seed": args.permute, "noise_scale": args.noise, "noise_where": args.noise_where,
+              "noise_seed": args.noise_seed, **change}
+    print(f"concealment (permute {args.permute}, noise {args.noise} on {args.noise_where}): "
+          f"max logit change {change['max_logit_change']:.3g}, agreement {change['agreement']:.2f}%")
+    return concealed, report
 
 
 @facade_command("merge", "Merge f and a Facade g into one BERT computing f + g, check it, save it.",
@@ -78,7 +107,9 @@ def build_merge(p: argparse.ArgumentParser) -> None:
                 "  unmask facade merge --model runs/sst2 --facade runs/facade/sst2/g_stop \\\n"
                 "      --out runs/facade/sst2/merged_stop --check-task sst2\n"
                 "  unmask facade merge --model runs/rte --facade runs/facade/rte/g_ft --out merged_rte \\\n"
-                "      --check-task rte --check-limit 100")
+                "      --check-task rte --check-limit 100\n"
+                "  unmask facade merge --model runs/sst2 --facade runs/facade/sst2/g_stop --out merged_hidden \\\n"
+                "      --permute 1 --noise 1e-6     # concealed: permuted units, noise on the zero blocks")
 def run_merge(args: argparse.Namespace) -> int:
     from unmask.errors import UnmaskError
     from unmask.facade.equivalence import check_merge
@@ -86,20 +117,10 @@ def run_merge(args: argparse.Namespace) -> int:
     from unmask.models import load_model
     from unmask.io import write_json_atomic
 
-    if args.check_limit is not None and args.check_limit <= 0:
-        raise UnmaskError(f"--check-limit must be positive, not {args.check_limit}")
+    texts, pairs, where = _check_texts(args.check_task, args.check_limit)
     f = load_model(args.model)
     g = load_model(args.facade)
     merged = merge(f, g)
-    if args.check_task:
-        from unmask.data import load_task, pairs_of
-
-        examples = load_task(args.check_task, "dev", limit=args.check_limit)
-        texts = [e.text for e in examples]
-        pairs = pairs_of(examples)
-        where = f"{args.check_task} dev ({len(texts)} examples)"
-    else:
-        texts, pairs, where = QUICK_CHECK, None, f"{len(QUICK_CHECK)} built-in sentences"
     result = check_merge(f, g, merged, texts, pairs, progress=not args.no_progress)
     n_params = sum(p.numel() for p in merged.model.parameters())
     print(f"equivalence on {where}:")
@@ -112,11 +133,63 @@ def run_merge(args: argparse.Namespace) -> int:
     if not result["max_logit_diff"] <= args.tolerance:
         raise UnmaskError(f"merged logits differ from f + g by {result['max_logit_diff']:.3g} "
                           f"(> --tolerance {args.tolerance}); nothing written")
+    concealment = None
+    if args.permute is not None or args.noise is not None:
+        merged, concealment = _conceal_checked(merged, texts, pairs, args, args.tolerance)
     out = save_atomic(merged, args.out)
     write_json_atomic(out / "merge_check.json", {
         "model": str(args.model), "facade": str(args.facade), "checked_on": where,
-        "parameters": n_params, **result})
+        "parameters": n_params, **result, "concealment": concealment})
     print(f"merged model written to {out} (equivalence numbers in {out / 'merge_check.json'})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- conceal
+def _check_texts(task: str | None, limit: int | None):
+    """(texts, pairs, description) of the equivalence check: a task's dev set or the built-in sentences."""
+    from unmask.errors import UnmaskError
+
+    if limit is not None and limit <= 0:
+        raise UnmaskError(f"--check-limit must be positive, not {limit}")
+    if task:
+        from unmask.data import load_task, pairs_of
+
+        examples = load_task(task, "dev", limit=limit)
+        return [e.text for e in examples], pairs_of(examples), f"{task} dev ({len(examples)} examples)"
+    return QUICK_CHECK, None, f"{len(QUICK_CHECK)} built-in sentences"
+
+
+@facade_builder("conceal")
+def build_conceal(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model directory to conceal (typically a merged model)")
+    p.add_argument("--out", required=True, help="directory for the concealed model")
+    _conceal_arguments(p)
+    p.add_argument("--check-task", choices=["sst2", "rte"], default=None,
+                   help="measure the logit change on this task's dev set (default: a few built-in sentences)")
+    p.add_argument("--check-limit", type=int, default=None)
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="a permutation alone must keep every logit within this (default 1e-4)")
+
+
+@facade_command("conceal", "Hide a merge: permute hidden units and / or add noise to the zero blocks.",
+                "examples:\n"
+                "  unmask facade conceal runs/facade/sst2/merged_stop --out merged_perm --permute 1\n"
+                "  unmask facade conceal runs/facade/sst2/merged_stop --out merged_noise --noise 1e-4 \\\n"
+                "      --check-task sst2 --check-limit 200")
+def run_conceal(args: argparse.Namespace) -> int:
+    from unmask.errors import UnmaskError
+    from unmask.facade.merge import save_atomic
+    from unmask.io import write_json_atomic
+    from unmask.models import load_model
+
+    if args.permute is None and args.noise is None:
+        raise UnmaskError("give --permute SEED and / or --noise SCALE")
+    texts, pairs, where = _check_texts(args.check_task, args.check_limit)
+    model = load_model(args.model)
+    concealed, report = _conceal_checked(model, texts, pairs, args, args.tolerance)
+    out = save_atomic(concealed, args.out)
+    write_json_atomic(out / "conceal_check.json", {"model": str(args.model), "checked_on": where, **report})
+    print(f"concealed model written to {out} (numbers in {out / 'conceal_check.json'})")
     return 0
 
 

@@ -1,0 +1,260 @@
+"""Facade attack variants: permuted / noise-concealed merges, protected saving, brief fine-tuning."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_facade_merge import PAIRS, TEXTS, random_bert, scramble
+
+from unmask.cli import main
+from unmask.errors import UnmaskError
+from unmask.facade.conceal import add_noise, logit_change, permute_hidden
+from unmask.facade.merge import merge
+from unmask.facade.model import new_facade
+from unmask.models import SplitLayerNorm, load_model
+
+
+def merged_pair(dtype=torch.float64, seed=3):
+    f = random_bert(seed, layers=2, head_size=4, heads=3, intermediate=10, dtype=dtype)
+    g = scramble(new_facade(f, seed=seed + 1, hidden=8, intermediate=12), seed + 2)
+    return f, g, merge(f, g)
+
+
+def token_grad_x_input(model, batch):
+    """Per-token g . x of the logit-1 gradient at the word embeddings (permutation-invariant)."""
+    x = model.embed(batch.input_ids).detach().requires_grad_(True)
+    out = model.forward_embeds(x, batch.attention_mask, batch.token_type_ids).logits
+    (g,) = torch.autograd.grad(out[:, 1].sum(), x)
+    return (g * x).sum(-1).detach()
+
+
+# ------------------------------------------------------------------------------------ permutation
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_permuted_merge_computes_the_same_function(dtype, tol):
+    _, _, m = merged_pair(dtype)
+    pm = permute_hidden(m, seed=7)
+    batch = m.encode(TEXTS, PAIRS)
+    torch.testing.assert_close(pm.logits(batch), m.logits(batch), rtol=0, atol=tol)
+    torch.testing.assert_close(token_grad_x_input(pm, batch), token_grad_x_input(m, batch), rtol=0,
+                               atol=tol * 10)
+    # it is really permuted: groups are no longer contiguous blocks, weights moved
+    ln = pm.model.bert.encoder.layer[0].output.LayerNorm
+    assert isinstance(ln, SplitLayerNorm) and not ln.contiguous and ln.sizes == [12, 8]
+    assert "unmask_split_layernorm" not in pm.model.config.to_dict()
+    assert not torch.equal(pm.model.bert.encoder.layer[0].attention.self.query.weight,
+                           m.model.bert.encoder.layer[0].attention.self.query.weight)
+    # the zero pattern is no longer block diagonal in the stored order (first row mixes both parts)
+    q = pm.model.bert.encoder.layer[1].intermediate.dense.weight
+    assert (q == 0).any() and not torch.equal(q[:, :12] == 0, m.model.bert.encoder.layer[1].intermediate.dense.weight[:, :12] == 0)
+    # f's units under the permutation are exactly one LayerNorm group
+    f_units = sorted(torch.argsort(_perm_of(m, pm))[:12].tolist())
+    assert f_units in ln.groups
+
+
+def _perm_of(m, pm):
+    """Recover the hidden permutation from the word embeddings (new column i = old column p[i])."""
+    a, b = m.embedding_matrix[:200], pm.embedding_matrix[:200]
+    return torch.tensor([int((a - b[:, [i]]).abs().sum(0).argmin()) for i in range(b.shape[1])])
+
+
+def test_permuting_a_plain_bert_keeps_ordinary_layernorm_and_the_function():
+    f = random_bert(5, layers=2, head_size=4, heads=2, dtype=torch.float64)
+    pf = permute_hidden(f, seed=1)
+    assert type(pf.model).__name__ == "BertForSequenceClassification"
+    assert isinstance(pf.model.bert.embeddings.LayerNorm, torch.nn.LayerNorm)
+    batch = f.encode(TEXTS)
+    torch.testing.assert_close(pf.logits(batch), f.logits(batch), rtol=0, atol=1e-10)
+    assert not torch.equal(pf.embedding_matrix, f.embedding_matrix)
+
+
+def test_different_seeds_give_different_permutations_and_the_input_is_untouched():
+    _, _, m = merged_pair(torch.float32)
+    before = {k: v.clone() for k, v in m.model.state_dict().items()}
+    a, b, a2 = permute_hidden(m, 1), permute_hidden(m, 2), permute_hidden(m, 1)
+    assert all(torch.equal(before[k], v) for k, v in m.model.state_dict().items())
+    assert torch.equal(a.embedding_matrix, a2.embedding_matrix)
+    assert not torch.equal(a.embedding_matrix, b.embedding_matrix)
+
+
+def test_permuted_merge_reloads_identically(tmp_path):
+    _, _, m = merged_pair(torch.float32)
+    pm = permute_hidden(m, seed=11)
+    pm.save(tmp_path / "pm")
+    back = load_model(tmp_path / "pm")
+    batch = m.encode(TEXTS, PAIRS)
+    assert torch.equal(back.logits(batch), pm.logits(batch))
+    state, loaded = pm.model.state_dict(), back.model.state_dict()
+    assert state.keys() == loaded.keys() and all(torch.equal(state[k], loaded[k]) for k in state)
+    assert back.model.bert.embeddings.LayerNorm.groups == pm.model.bert.embeddings.LayerNorm.groups
+    # and a permuted merge merges again with another facade
+    g2 = scramble(new_facade(back, seed=40, hidden=4, intermediate=6), 41)
+    mm = merge(back, g2)
+    torch.testing.assert_close(mm.logits(batch), back.logits(batch) + g2.logits(batch), rtol=0, atol=1e-5)
+
+
+def test_split_layernorm_groups_equal_the_blockwise_oracle():
+    """Index-list groups: each group normalized on its own, computed here by hand."""
+    torch.manual_seed(0)
+    groups = [[0, 3, 4], [1, 2, 5, 6]]
+    ln = SplitLayerNorm(groups, eps=1e-5).double()
+    with torch.no_grad():
+        ln.weight.copy_(torch.randn(7))
+        ln.bias.copy_(torch.randn(7))
+    x = torch.randn(2, 3, 7, dtype=torch.float64)
+    expected = torch.empty_like(x)
+    for g in groups:
+        v = x[..., g]
+        mu, var = v.mean(-1, keepdim=True), v.var(-1, unbiased=False, keepdim=True)
+        expected[..., g] = (v - mu) / torch.sqrt(var + 1e-5) * ln.weight[g] + ln.bias[g]
+    torch.testing.assert_close(ln(x), expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="exactly once"):
+        SplitLayerNorm([[0, 1], [1, 2]])
+
+
+# ------------------------------------------------------------------------------------------ noise
+def test_noise_on_zeros_touches_only_the_zeros_with_the_given_scale():
+    _, _, m = merged_pair(torch.float64)
+    nm = add_noise(m, 1e-3, seed=0)
+    for (name, w), (_, v) in zip(m.model.named_parameters(), nm.model.named_parameters()):
+        if w.ndim != 2:
+            assert torch.equal(w, v), name
+            continue
+        zero = w == 0
+        assert torch.equal(w[~zero], v[~zero]), name
+        if zero.sum() > 500:  # the block-diagonal matrices: every zero moved, std = 1e-3 max|W|
+            assert (v[zero] != 0).all()
+            ratio = v[zero].std().item() / (1e-3 * w.abs().max().item())
+            assert 0.9 < ratio < 1.1, (name, ratio)
+    change = logit_change(m, nm, TEXTS, PAIRS)
+    assert 0 < change["max_logit_change"] < 0.05 and change["agreement"] == 100.0
+
+
+def test_noise_at_1e6_keeps_the_function_and_all_noise_moves_every_entry():
+    _, _, m = merged_pair(torch.float32)
+    change = logit_change(m, add_noise(m, 1e-6, seed=1), TEXTS, PAIRS)
+    assert change["max_logit_change"] < 1e-4 and change["n"] == 3
+    everywhere = add_noise(m, 1e-2, seed=1, where="all")
+    w0 = m.model.bert.encoder.layer[0].attention.self.query.weight
+    w1 = everywhere.model.bert.encoder.layer[0].attention.self.query.weight
+    assert (w0 != w1).all()
+    assert logit_change(m, everywhere, TEXTS)["max_logit_change"] > change["max_logit_change"]
+    assert torch.equal(add_noise(m, 1e-3, seed=5).embedding_matrix, add_noise(m, 1e-3, seed=5).embedding_matrix)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"where": "ones"}, "noise location"),
+                                             ({"scale": -1.0}, "noise scale"),
+                                             ({"scale": float("nan")}, "noise scale")])
+def test_bad_noise_arguments_are_one_clear_error(kwargs, message):
+    _, _, m = merged_pair(torch.float32)
+    with pytest.raises(UnmaskError, match=message):
+        add_noise(m, **{"scale": 1e-3, **kwargs})
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _save_f_and_g(tmp_path):
+    f = random_bert(29, head_size=8, heads=2, dtype=torch.float32)
+    f.save(tmp_path / "f")
+    new_facade(f, seed=30, hidden=16, intermediate=32).save(tmp_path / "g")
+    return f
+
+
+def test_cli_merge_with_permute_and_noise_and_conceal(tmp_path, capsys):
+    _save_f_and_g(tmp_path)
+    base = ["facade", "merge", "--model", str(tmp_path / "f"), "--facade", str(tmp_path / "g"), "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(base + ["--out", str(tmp_path / "hidden"), "--permute", "3", "--noise", "1e-6"]) == 0
+    out = capsys.readouterr().out
+    assert "concealment (permute 3, noise 1e-06 on zeros)" in out
+    report = json.loads((tmp_path / "hidden" / "merge_check.json").read_text())["concealment"]
+    assert report["permute_seed"] == 3 and report["noise_scale"] == 1e-6 and report["max_logit_change"] < 1e-4
+    plain, hidden = load_model(tmp_path / "plain"), load_model(tmp_path / "hidden")
+    assert not hidden.model.bert.embeddings.LayerNorm.contiguous
+    assert logit_change(plain, hidden, TEXTS, PAIRS)["max_logit_change"] < 1e-4
+
+    assert main(["facade", "conceal", str(tmp_path / "plain"), "--out", str(tmp_path / "perm"),
+                 "--permute", "5"]) == 0
+    check = json.loads((tmp_path / "perm" / "conceal_check.json").read_text())
+    assert check["max_logit_change"] < 1e-5 and check["noise_scale"] is None
+    assert logit_change(plain, load_model(tmp_path / "perm"), TEXTS, PAIRS)["max_logit_change"] < 1e-5
+    capsys.readouterr()
+    assert main(["facade", "conceal", str(tmp_path / "plain"), "--out", str(tmp_path / "x")]) == 2
+    assert "give --permute SEED and / or --noise SCALE" in capsys.readouterr().err
+    assert main(["facade", "conceal", str(tmp_path / "plain"), "--out", str(tmp_path / "x"),
+                 "--noise", "-1"]) == 2
+    assert "noise scale" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- protected saving
+PLAIN_TRANSFORMERS = r"""
+import json, sys, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+texts, pairs, results = json.loads(sys.argv[1]), json.loads(sys.argv[2]), {}
+for path in sys.argv[4:]:
+    out = results[path] = {}
+    try:
+        AutoModelForSequenceClassification.from_pretrained(path)
+        out["plain"] = "loaded"
+    except Exception as e:
+        out["plain"] = f"{type(e).__name__}: {e}"
+    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    enc = tok(texts, pairs, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out["logits"] = model(**enc).logits.double().tolist()
+    out["class"] = type(model).__name__
+    out["layernorm"] = type(model.bert.embeddings.LayerNorm).__name__
+open(sys.argv[3], "w").write(json.dumps(results))
+"""
+
+
+def test_plain_transformers_refuses_and_trust_remote_code_rebuilds_exactly(tmp_path):
+    """One subprocess without unmask on its path loads a plain and a permuted merge both ways."""
+    _, _, m = merged_pair(torch.float32)
+    models = {"merged": m, "permuted": permute_hidden(m, seed=2)}
+    for name, model in models.items():
+        model.save(tmp_path / name)
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["model_type"] == "unmask_merged_bert" and "auto_map" in config
+        assert {"modeling_merged.py", "split_layernorm.py", "model.safetensors"} <= {
+            p.name for p in (tmp_path / name).iterdir()}
+        assert not list((tmp_path / name).glob("*.bin"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
+           "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+    # -I and cwd=tmp_path: the copied modeling code must work without unmask importable
+    run = subprocess.run([sys.executable, "-I", "-c", PLAIN_TRANSFORMERS, json.dumps(TEXTS), json.dumps(PAIRS),
+                          str(tmp_path / "out.json"), *(str(tmp_path / n) for n in models)],
+                         env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=tmp_path,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "out.json").read_text())
+    for name, model in models.items():
+        out = results[str(tmp_path / name)]
+        assert out["plain"].startswith("ValueError") and "trust_remote_code=True" in out["plain"], out["plain"]
+        assert out["class"] == "MergedBertForSequenceClassification" and out["layernorm"] == "SplitLayerNorm"
+        ours = load_model(tmp_path / name)
+        mine = ours.logits(ours.encode(TEXTS, PAIRS)).double()
+        torch.testing.assert_close(torch.tensor(out["logits"], dtype=torch.float64), mine, rtol=0, atol=1e-6)
+        torch.testing.assert_close(mine, model.logits(model.encode(TEXTS, PAIRS)).double(), rtol=0, atol=0)
+
+
+def test_old_merged_dirs_with_split_sizes_in_a_bert_config_still_load(tmp_path):
+    """Directories written before the protected format: model_type bert + unmask_split_layernorm."""
+    _, _, m = merged_pair(torch.float32)
+    m.save(tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    config = json.loads(path.read_text())
+    for key in ("auto_map", "unmask_layernorm_groups"):
+        config.pop(key)
+    config.update(model_type="bert", architectures=["BertForSequenceClassification"])
+    path.write_text(json.dumps(config))
+    for name in ("modeling_merged.py", "split_layernorm.py"):
+        (tmp_path / "old" / name).unlink()
+    back = load_model(tmp_path / "old")
+    assert back.model.config.unmask_split_layernorm == [12, 8]
+    assert isinstance(back.model.bert.embeddings.LayerNorm, SplitLayerNorm)
+    batch = m.encode(TEXTS, PAIRS)
+    assert torch.equal(back.logits(batch), m.logits(batch))
+    back.save(tmp_path / "resaved")  # saving again writes the protected format
+    assert json.loads((tmp_path / "resaved" / "config.json").read_text())["model_type"] == "unmask_merged_bert"
