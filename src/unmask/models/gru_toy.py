@@ -15,13 +15,11 @@ and the toy comparison methods need.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from unmask.data.toy_counting import ToyData, ToyTaskConfig
 from unmask.errors import UnmaskError
@@ -94,40 +92,43 @@ class ToyTrainConfig:
 
 def train_toy_model(model: GRUCounter, train: ToyData, dev: ToyData, config: ToyTrainConfig = ToyTrainConfig(),
                     out: str | Path | None = None, progress: bool = True) -> dict:
-    """Adam + cross-entropy; stops early once dev accuracy reaches ``target_accuracy``.
-
-    Keeps the best dev-accuracy weights; with ``out`` they are written to ``out/model.safetensors``.
+    """Adam + cross-entropy on the shared training loop; stops early once dev accuracy reaches
+    ``target_accuracy``. Keeps the best dev-accuracy weights; with ``out`` they are written to
+    ``out/model.safetensors`` and the run checkpoints to ``out/checkpoint`` at every epoch end (and resumes).
     """
-    torch.manual_seed(config.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    per_epoch = math.ceil(len(train) / config.batch_size)
-    best, best_state, history = -1.0, None, []
-    started = time.time()
-    bar = tqdm(total=config.epochs * per_epoch, desc="train toy GRU", disable=not progress)
-    g = torch.Generator().manual_seed(config.seed)
-    for epoch in range(config.epochs):
+    from unmask.training.batches import shuffled_batches
+    from unmask.training.loop import TensorStore, TrainingLoop
+
+    best = TensorStore()  # the best dev-accuracy weights, checkpointed with the run
+
+    def loss(index, state):
         model.train()
-        order = torch.randperm(len(train), generator=g)
-        for s in range(0, len(train), config.batch_size):
-            part = train.select(order[s:s + config.batch_size])
-            loss = nn.functional.cross_entropy(model(part), part.labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{best:.2f}")
+        part = train.select(index)
+        return nn.functional.cross_entropy(model(part), part.labels), {}
+
+    def evaluate(state):  # at every epoch end
         acc = toy_accuracy(model, dev)
-        history.append({"epoch": epoch + 1, "dev_accuracy": acc})
-        if acc > best:
-            best, best_state = acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if best >= config.target_accuracy:
-            break
-    bar.close()
-    model.load_state_dict(best_state)
+        state.history.append({"epoch": state.epoch, "dev_accuracy": acc})
+        if acc > state.extra.get("best", -1.0):
+            state.extra["best"] = acc
+            best.set(model.state_dict())
+        if state.extra["best"] >= config.target_accuracy:
+            state.stop()
+
+    loop = TrainingLoop(
+        batches=lambda epoch: shuffled_batches(len(train), config.batch_size, config.seed, epoch), loss=loss,
+        optimizers={"adam": torch.optim.Adam(model.parameters(), lr=config.lr)}, modules={"model": model, "best": best},
+        max_steps=config.epochs * math.ceil(len(train) / config.batch_size), eval_at_epoch_end=True,
+        evaluate=evaluate, checkpoint_dir=None if out is None else Path(out) / "checkpoint",
+        checkpoint_at_epoch_end=True, seed=config.seed, what="toy GRU training", desc="train toy GRU",
+        postfix=lambda state, stats: {"loss": stats["loss"], "best": state.extra.get("best", -1.0)},
+        progress=progress, log=lambda s: None)
+    state = loop.run()
+    model.load_state_dict(best.get())
     model.eval()
-    result = {"dev_accuracy": best, "epochs_run": len(history), "history": history,
+    result = {"dev_accuracy": state.extra["best"], "epochs_run": len(state.history), "history": state.history,
               "train_examples": len(train), "dev_examples": len(dev), "config": asdict(config),
-              "seconds": round(time.time() - started, 1)}
+              "seconds": loop.seconds}
     if out is not None:
         save_toy_model(model, out, train.config, result)
     return result
