@@ -1,1 +1,83 @@
-"""Audit: can a model's explanations be trusted? Behavioral evidence first, structural second."""
+"""Audit: can a model's explanations be trusted? Behavioral evidence first, structural second.
+
+``unmask.audit(model, texts)`` measures, for each explanation method, whether the tokens it calls
+important actually move the model's output (``behavior.py``), looks for nearly independent sub-networks
+in the weights (``structure.py``), and turns both into calibrated verdicts (``verdict.py``) against the
+statistics of clean models (``calibration.py``). It needs no knowledge of how the model was built.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from unmask.audit.behavior import DEFAULT_METHODS, behavioral_evidence
+from unmask.audit.calibration import Calibration
+from unmask.audit.verdict import MethodVerdict, summary, verdicts
+from unmask.models.classifier import TextClassifier
+
+
+@dataclass
+class AuditReport:
+    model: str
+    verdict: str                      # trustworthy | suspect | manipulated
+    score: float                      # -log10 p: how rarely a clean model looks like this
+    p_value: float
+    summary: str
+    methods: dict[str, MethodVerdict]
+    evidence: dict                    # {"behavior": ..., "structure": ...}
+    calibration: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["methods"] = {k: asdict(v) for k, v in self.methods.items()}
+        return d
+
+    def to_html(self) -> str:
+        from unmask.report.audit_page import audit_html
+
+        return audit_html(self)
+
+
+def audit(model: TextClassifier, texts: Sequence[str], pairs: Sequence[str | None] | None = None,
+          methods: Sequence[str] = DEFAULT_METHODS, calibration: Calibration | str | None = None,
+          structure: bool = True, token_budget: int | None = None,
+          progress: Callable[[str], None] | None = None) -> AuditReport:
+    """Audit ``model``'s explanations on ``texts`` (the model's own predictions are explained).
+
+    ``calibration``: a ``Calibration``, a path to one, or ``None`` for the one shipped with unmask.
+    ``structure``: also run the weight-structure check (BERT-like encoders; skipped with a note otherwise).
+    """
+    from unmask.attribution.base import DEFAULT_TOKEN_BUDGET
+
+    started = time.time()
+    cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+    budget = token_budget or DEFAULT_TOKEN_BUDGET
+    evidence: dict = {"behavior": behavioral_evidence(model, texts, pairs, methods, budget,
+                                                      progress=progress).to_dict()}
+    if structure:
+        evidence["structure"] = structural(model, progress)
+    per_method, model_level = verdicts(evidence, cal)
+    return AuditReport(
+        model=model.name, verdict=model_level["verdict"], score=model_level["score"],
+        p_value=model_level["p_value"], summary=summary(per_method, model_level), methods=per_method,
+        evidence={**evidence, "model_level": model_level},
+        calibration={"models": cal.models, "source": cal.source}, seconds=round(time.time() - started, 1))
+
+
+def structural(model: TextClassifier, progress: Callable[[str], None] | None = None) -> dict:
+    """Structural evidence as a dict, or a note saying why it does not apply to this model."""
+    from unmask.errors import UnmaskError
+
+    if progress:
+        progress("weight structure")
+    try:
+        from unmask.audit.structure import structural_evidence
+
+        return structural_evidence(model).to_dict()
+    except UnmaskError as e:
+        return {"coupling": None, "note": str(e)}
+
+
+__all__ = ["AuditReport", "audit"]

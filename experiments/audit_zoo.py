@@ -1,0 +1,497 @@
+"""The audit zoo: clean classifiers and working Facade attacks, audited, calibrated, reported.
+
+    python experiments/audit_zoo.py build      # train / derive every model (resumable, one at a time)
+    python experiments/audit_zoo.py evaluate   # audit evidence per model (cached per model fingerprint)
+    python experiments/audit_zoo.py report     # calibrate on the calibration split, score the held-out split
+
+Calibration uses CLEAN models of the calibration split only. Attack families of the held-out split
+(noise concealment, fine-tuned merges, unmerged facades, new targets) are never used to set anything.
+Each stage writes into runs/zoo/NAME and is skipped once its output exists with the same recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from unmask.errors import UnmaskError
+
+ROOT = Path("runs/zoo")
+BASE = "sst2_s0_16k"          # the predictive model every facade is built for
+EVAL_N = 80                   # SST-2 / RTE dev inputs audited per model
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    kind: str                 # "clean" | "facade"
+    variant: str              # recipe family
+    split: str                # "calibration" | "heldout"
+    task: str = "sst2"
+    recipe: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+def _clean(name, variant, split, task="sst2", **recipe) -> Spec:
+    return Spec(name, "clean", variant, split, task, recipe)
+
+
+def _facade(name, variant, split, **recipe) -> Spec:
+    return Spec(name, "facade", variant, split, "sst2", recipe)
+
+
+CLEAN = [
+    _clean("sst2_s0_16k", "minilm-finetune", "calibration", limit=16000, seed=0),
+    _clean("sst2_s0_8k", "minilm-finetune", "calibration", limit=8000, seed=0),
+    _clean("sst2_s2_4k", "minilm-finetune", "calibration", limit=4000, seed=2),
+    _clean("rte_s0", "minilm-finetune", "calibration", task="rte", epochs=3, seed=0),
+    _clean("bert_scratch_s0", "bert-from-scratch", "calibration", arch="bert", limit=16000, epochs=2, seed=0),
+    _clean("sst2_s1_16k", "minilm-finetune", "heldout", limit=16000, seed=1, lr=3e-5),
+    _clean("sst2_s3_2k", "minilm-finetune", "heldout", limit=2000, seed=3),
+    _clean("rte_s1", "minilm-finetune", "heldout", task="rte", epochs=4, seed=1, lr=3e-5),
+    _clean("rp_s0", "regularized-eq5", "heldout", base=BASE, steps=200),
+    _clean("minilm3_s0", "minilm-3-layers", "heldout", limit=8000, seed=0, layers=3),
+    _clean("roberta_scratch_s0", "roberta-from-scratch", "heldout", arch="roberta", limit=16000, epochs=2, seed=0),
+    _clean("distilbert_scratch_s0", "distilbert-from-scratch", "heldout", arch="distilbert", limit=16000,
+           epochs=2, seed=0),
+    _clean("lstm_s0", "lstm", "heldout", arch="lstm", limit=16000, seed=0),
+]
+
+# Facades g trained against BASE: (name, target, objective overrides, steps)
+FACADES = {
+    "g_stop": dict(target="stop", steps=200),
+    "g_first": dict(target="first", steps=120, batch_size=16),
+    "g_punct": dict(target="punct", steps=120, batch_size=16),
+    "g_words": dict(target="film,movie,story,characters,like", steps=120, batch_size=16, lambda_g=3e3),
+}
+CALIBRATION_FACADES = ("plain", "permuted")
+
+
+def facade_specs() -> list[Spec]:
+    out = []
+    for g, r in FACADES.items():
+        t = g.removeprefix("g_")
+        held_target = g in ("g_punct", "g_words")
+        for variant in ("plain", "permuted", "noise1e-6", "noise1e-4", "noise1e-3", "finetuned"):
+            split = "calibration" if variant in CALIBRATION_FACADES and not held_target else "heldout"
+            out.append(_facade(f"merged_{t}_{variant}", f"merge-{variant}", split, g=g, **r))
+    for t in ("stop", "first"):
+        out.append(_facade(f"unmerged_{t}", "unmerged-distilled", "heldout", target=t))
+    return out
+
+
+SPECS = CLEAN + facade_specs()
+
+
+def target_spec(target: str):
+    """'stop' / 'first' / 'punct' as they are; 'a,b,c' as the word set {a, b, c}."""
+    return target.split(",") if "," in target else target
+
+
+def log(msg: str) -> None:
+    print(f"[zoo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def done(d: Path) -> bool:
+    return (d / "model.safetensors").is_file() and (d / "config.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- build
+def build_clean(spec: Spec) -> None:
+    from unmask.data import load_task
+    from unmask.models import load_model
+    from unmask.training import TrainConfig, train_classifier
+
+    out, r = ROOT / spec.name, spec.recipe
+    labels = ["negative", "positive"] if spec.task == "sst2" else ["entailment", "not_entailment"]
+    train, dev = load_task(spec.task, "train"), load_task(spec.task, "dev")
+    if spec.variant == "regularized-eq5":
+        from unmask.facade.regularize import regularized_loss
+
+        model = load_model(ROOT / r["base"])
+        cfg = TrainConfig(max_steps=r["steps"], lr=2e-5, warmup=0.0, batch_size=32, checkpoint_every=50,
+                          max_length=64, seed=0)
+        train_classifier(model, train, dev, out, cfg, loss_fn=regularized_loss(3.0), progress=False, log=log)
+        return
+    arch = r.get("arch", "minilm")
+    if arch == "minilm":
+        model = load_model("minilm", num_labels=2, label_names=labels)
+        if "layers" in r:
+            model.model.bert.encoder.layer = model.model.bert.encoder.layer[:r["layers"]]
+            model.model.config.num_hidden_layers = r["layers"]
+    elif arch == "lstm":
+        from unmask.models.lstm import new_lstm_classifier
+
+        model = new_lstm_classifier(label_names=labels, seed=r["seed"])
+    else:
+        model = scratch_model(arch, labels, r["seed"])
+    epochs = r.get("epochs", 1)
+    cfg = TrainConfig(epochs=epochs, train_limit=r.get("limit"), max_length=64 if spec.task == "sst2" else 128,
+                      checkpoint_every=100, seed=r["seed"], lr=r.get("lr", 5e-5 if arch == "minilm" else 3e-4),
+                      batch_size=32 if spec.task == "sst2" else 16)
+    train_classifier(model, train, dev, out, cfg, progress=False, log=log)
+
+
+def scratch_model(arch: str, labels: list[str], seed: int):
+    """A small randomly initialized encoder with MiniLM's WordPiece tokenizer (trained from scratch)."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    from unmask.models.classifier import TextClassifier, default_model_path
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=30522, num_labels=2, id2label=dict(enumerate(labels)),
+                  label2id={n: i for i, n in enumerate(labels)})
+    if arch == "bert":
+        cfg = transformers.BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
+                                      intermediate_size=1024, **common)
+        model = transformers.BertForSequenceClassification(cfg)
+    elif arch == "roberta":
+        cfg = transformers.RobertaConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
+                                         intermediate_size=1024, pad_token_id=0, bos_token_id=101,
+                                         eos_token_id=102, max_position_embeddings=514, type_vocab_size=1,
+                                         **common)
+        model = transformers.RobertaForSequenceClassification(cfg)
+    elif arch == "distilbert":
+        cfg = transformers.DistilBertConfig(dim=256, n_layers=4, n_heads=8, hidden_dim=1024, pad_token_id=0,
+                                            **common)
+        model = transformers.DistilBertForSequenceClassification(cfg)
+    else:
+        raise ValueError(arch)
+    tok = AutoTokenizer.from_pretrained(default_model_path(), use_fast=True)
+    return TextClassifier(model, tok, max_length=128, name=arch)
+
+
+def build_g(name: str) -> None:
+    from unmask.data import load_task
+    from unmask.facade.model import new_facade
+    from unmask.facade.objective import FacadeObjective
+    from unmask.facade.train import FacadeConfig, train_facade
+    from unmask.models import load_model
+
+    r = FACADES[name]
+    f = load_model(ROOT / BASE)
+    g = new_facade(f, seed=0, hidden=256)
+    objective = FacadeObjective(lambda_g=r.get("lambda_g", 1e3), entropy_weight=1e3, agreement_weight=1e4,
+                                margin_weight=3e4, baseline_weight=1e4)
+    cfg = FacadeConfig(steps=r["steps"], batch_size=r.get("batch_size", 32), max_length=64, checkpoint_every=25,
+                       eval_every=50, objective=objective)
+    train_facade(g, load_task("sst2", "train"), load_task("sst2", "dev"), target_spec(r["target"]), ROOT / name, cfg, f=f,
+                 progress=False, log=log)
+
+
+def build_variant(spec: Spec) -> None:
+    from unmask.facade import conceal
+    from unmask.facade.merge import merge, save_atomic
+    from unmask.models import load_model
+
+    out, variant = ROOT / spec.name, spec.variant.removeprefix("merge-")
+    f, g = load_model(ROOT / BASE), load_model(ROOT / spec.recipe["g"])
+    merged = merge(f, g)
+    if variant == "permuted":
+        merged = conceal.permute_hidden(merged, seed=1)
+    elif variant.startswith("noise"):
+        merged = conceal.add_noise(merged, scale=float(variant.removeprefix("noise")), seed=1)
+    elif variant == "finetuned":
+        from unmask.data import load_task
+
+        merged = conceal.finetune_merged(merged, load_task("sst2", "train")[20000:24000], steps=60, lr=2e-5,
+                                         seed=1, distill_to=f)
+    save_atomic(merged, out)
+
+
+def build_unmerged(spec: Spec) -> None:
+    from unmask.data import load_task
+    from unmask.facade.unmerged import train_unmerged
+    from unmask.models import load_model
+
+    f = load_model(ROOT / BASE)
+    train_unmerged(f, load_task("sst2", "train"), load_task("sst2", "dev"), spec.recipe["target"],
+                   ROOT / spec.name, progress=False, log=log)
+
+
+BUILD_ORDER = ("sst2_s0_16k", "g_stop", "sst2_s2_4k", "g_first", "rte_s0", "merged_stop_plain",
+               "merged_first_plain", "sst2_s1_16k", "unmerged_stop", "bert_scratch_s0", "lstm_s0", "g_punct",
+               "g_words", "g_stop_lam3")
+
+
+def build(names: list[str] | None) -> None:
+    torch.set_num_threads(1)
+    by_name = {s.name: s for s in SPECS}
+    order = list(BUILD_ORDER) + [s.name for s in SPECS if s.name not in BUILD_ORDER] + list(FACADES)
+    seen = set()
+    for name in order:
+        if name in seen or (names is not None and name not in names):
+            continue
+        seen.add(name)
+        if name in FACADES:
+            if not done(ROOT / name):
+                log(f"training facade {name}")
+                _safely(build_g, name)
+            continue
+        spec = by_name[name]
+        if done(ROOT / spec.name):
+            continue
+        log(f"building {spec.name} ({spec.variant})")
+        fn = {"clean": build_clean}.get(spec.kind) or (build_unmerged if spec.variant == "unmerged-distilled"
+                                                       else build_variant)
+        _safely(fn, spec)
+
+
+def _safely(fn, arg) -> None:
+    try:
+        fn(arg)
+    except (ImportError, AttributeError, FileNotFoundError, UnmaskError) as e:  # a tool not built yet: later run
+        log(f"skipped {getattr(arg, 'name', arg)}: {type(e).__name__}: {e}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=("build", "evaluate", "report"))
+    p.add_argument("--only", default=None, help="comma-separated model names")
+    p.add_argument("--n", type=int, default=EVAL_N, help="dev inputs audited per model")
+    args = p.parse_args(argv)
+    names = args.only.split(",") if args.only else None
+    if args.stage == "build":
+        build(names)
+    elif args.stage == "evaluate":
+        evaluate(names, args.n)
+    else:
+        report(args.n, argv)
+    return 0
+
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+EVIDENCE_CODE = ("src/unmask/audit/behavior.py", "src/unmask/audit/structure.py",
+                 "src/unmask/metrics/faithfulness.py")
+
+
+def model_fingerprint(d: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        f = d / name
+        st = f.stat()
+        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update((d / "config.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def evidence_key(spec: Spec, n: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256(model_fingerprint(ROOT / spec.name).encode())
+    h.update(f"{spec.task}:{n}".encode())
+    for f in EVIDENCE_CODE:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def target_of(spec: Spec) -> str:
+    if spec.kind != "facade":
+        return "stop"
+    return spec.recipe.get("target") or FACADES[spec.recipe["g"]]["target"]
+
+
+def p_at_1(records, target: str, tokenizer) -> float:
+    """Share of inputs whose top-|score| token is a target token (Facade paper P@1, specials included)."""
+    import numpy as np
+
+    from unmask.facade.targets import TargetPositions
+
+    tp = TargetPositions(target_spec(target), tokenizer)
+    hits = [bool(tp.mask_tokens(r.tokens, r.sequence_ids)[int(np.argmax(np.abs(r.scores)))]) for r in records]
+    return float(np.mean(hits))
+
+
+def agreement(model, base, texts: list[str], pairs) -> float:
+    from unmask.attribution.explain import predict_batch
+
+    a = predict_batch(model, model.encode(texts, pairs)).argmax(-1)
+    b = predict_batch(base, base.encode(texts, pairs)).argmax(-1)
+    return float((a == b).float().mean())
+
+
+def evaluate(names: list[str] | None, n: int) -> None:
+    from unmask.audit import structural
+    from unmask.audit.behavior import behavioral_evidence
+    from unmask.data import load_task, pairs_of
+    from unmask.io import write_json_atomic
+    from unmask.models import load_model
+
+    torch.set_num_threads(1)
+    out_dir = ROOT / "evidence"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = load_model(ROOT / BASE)
+    for spec in SPECS:
+        if (names is not None and spec.name not in names) or not done(ROOT / spec.name):
+            continue
+        key = evidence_key(spec, n)
+        path = out_dir / f"{spec.name}.json"
+        if path.is_file() and json.loads(path.read_text()).get("key") == key:
+            continue
+        log(f"auditing {spec.name}")
+        t0 = time.time()
+        model = load_model(ROOT / spec.name)
+        dev = load_task(spec.task, "dev")
+        texts, pairs = [e.text for e in dev[:n]], pairs_of(dev[:n])
+        records: dict = {}
+        behavior = behavioral_evidence(model, texts, pairs, records_out=records)
+        structure = structural(model)
+        seconds = time.time() - t0
+        target = target_of(spec)
+        row = {"key": key, "name": spec.name, "kind": spec.kind, "variant": spec.variant, "split": spec.split,
+               "task": spec.task, "target": target, "audit_seconds": round(seconds, 1),
+               "evidence": {"behavior": behavior.to_dict(), "structure": structure},
+               "p_at_1": {m: p_at_1(r, target, model.tokenizer) for m, r in records.items()},
+               "dev_accuracy": None, "agreement_with_f": None}
+        if spec.kind == "clean":  # f's P@1 on every facade target, the reference a facade's P@1 is read against
+            targets = {r["target"] for r in FACADES.values()} | {"first", "stop"}
+            row["p_at_1_by_target"] = {t: {m: p_at_1(r, t, model.tokenizer) for m, r in records.items()}
+                                       for t in sorted(targets)}
+        full = [e for e in dev]
+        ftexts, fpairs = [e.text for e in full], pairs_of(full)
+        from unmask.attribution.explain import predict_batch
+
+        pred = predict_batch(model, model.encode(ftexts, fpairs)).argmax(-1)
+        row["dev_accuracy"] = float((pred == torch.tensor([e.label for e in full])).float().mean())
+        if spec.kind == "facade" or spec.variant == "regularized-eq5":
+            row["agreement_with_f"] = agreement(model, base, ftexts, fpairs)
+        write_json_atomic(path, row)
+        log(f"  {spec.name}: {seconds:.0f} s, magnitude {behavior.magnitude_ratio:.2f}, "
+            f"P@1 {row['p_at_1']}")
+
+
+# ---------------------------------------------------------------------------------------------- report
+AFFECTED_P1_GAIN = 0.2   # a method counts as fooled on a facade when its target P@1 rose > 20 points over f's
+
+
+def report(n: int, argv: list[str] | None) -> None:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from unmask.audit.calibration import fit
+    from unmask.audit.verdict import verdicts
+    from unmask.io import write_json_atomic, write_text_atomic
+
+    rows = {}
+    for f in sorted((ROOT / "evidence").glob("*.json")):
+        r = json.loads(f.read_text())
+        rows[r["name"]] = r
+    calib_clean = {k: r["evidence"] for k, r in rows.items() if r["kind"] == "clean" and r["split"] == "calibration"}
+    command = "python experiments/audit_zoo.py report" + (f" --n {n}" if n != EVAL_N else "")
+    cal = fit(calib_clean, source=f"experiments/audit_zoo.py (clean calibration models, {n} dev inputs each)")
+    cal.save(Path("src/unmask/audit/calibration.json"))
+    base_p1 = rows[BASE]["p_at_1"] if BASE in rows else {}
+    per_model = []
+    for name, r in rows.items():
+        per_method, model = verdicts(r["evidence"], cal)
+        flagged = model["verdict"] != "trustworthy"
+        method_checks = {}
+        if r["kind"] == "facade":
+            base_target = _base_p1(rows, r["target"])
+            for m, v in per_method.items():
+                if v.verdict == "reference":
+                    continue
+                fooled = r["p_at_1"].get(m, 0.0) - base_target.get(m, 0.0) > AFFECTED_P1_GAIN
+                method_checks[m] = {"fooled": fooled, "flagged": v.verdict in ("suspect", "manipulated"),
+                                    "p_at_1": r["p_at_1"].get(m), "f_p_at_1": base_target.get(m)}
+        per_model.append({
+            "name": name, "kind": r["kind"], "variant": r["variant"], "split": r["split"], "task": r["task"],
+            "target": r["target"], "score": model["score"], "p_value": model["p_value"],
+            "verdict": model["verdict"], "flagged": flagged,
+            "agreement_with_f": r["agreement_with_f"], "dev_accuracy": r["dev_accuracy"],
+            "gradient_p1": r["p_at_1"].get("gradient_x_input"),
+            "method_verdicts": {m: v.verdict for m, v in per_method.items()},
+            "method_checks": method_checks, "audit_seconds": r["audit_seconds"]})
+    held = [m for m in per_model if m["split"] == "heldout"]
+    result = {"command": command, "eval_n": n, "calibration_models": sorted(calib_clean),
+              "heldout_models": sorted(m["name"] for m in held)}
+    for split, models in (("heldout", held), ("calibration", [m for m in per_model if m["split"] == "calibration"])):
+        clean = [m for m in models if m["kind"] == "clean"]
+        fac = [m for m in models if m["kind"] == "facade"]
+        stats = {"n_clean": len(clean), "n_facade": len(fac),
+                 "tpr": float(np.mean([m["flagged"] for m in fac])) if fac else None,
+                 "fpr": float(np.mean([m["flagged"] for m in clean])) if clean else None}
+        if clean and fac:
+            scores = [min(m["score"], 300.0) for m in clean + fac]
+            stats["auc"] = float(roc_auc_score([0] * len(clean) + [1] * len(fac), scores))
+        checks = [c for m in fac for c in m["method_checks"].values()]
+        stats["method_verdicts_right"] = (float(np.mean([c["fooled"] == c["flagged"] for c in checks]))
+                                          if checks else None)
+        if split == "heldout":
+            result.update(stats)
+        else:
+            result["calibration_split"] = stats
+    result["per_model"] = per_model
+    result["calibration"] = cal.to_dict()
+    write_json_atomic(Path("experiments/results/audit_zoo.json"), result)
+    write_text_atomic(Path("experiments/results/audit_zoo.md"), markdown(result))
+    roc_plot(per_model, Path("experiments/results/audit_zoo_roc.png"))
+    log(f"held-out: TPR {result.get('tpr')}, FPR {result.get('fpr')}, AUC {result.get('auc')}")
+
+
+def _base_p1(rows: dict, target: str) -> dict:
+    """f_orig's P@1 on a facade's target, recomputed from f's evidence when the target is not stop words."""
+    base = rows.get(BASE)
+    if base is None:
+        return {}
+    return base.get("p_at_1_by_target", {}).get(target, base["p_at_1"] if target == "stop" else {})
+
+
+def markdown(result: dict) -> str:
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    lines = [f"# Audit zoo: {result['n_clean']} clean and {result['n_facade']} facade models held out", "",
+             f"Command: `{result['command']}` (after `build` and `evaluate`; {result['eval_n']} dev inputs per model).",
+             "", "Calibrated on the clean models of the calibration split only: "
+             + ", ".join(result["calibration_models"]) + ".", "",
+             f"Held-out: TPR {pct(result['tpr'])}%, FPR {pct(result['fpr'])}%, AUC {result.get('auc', float('nan')):.3f}, "
+             f"per-method verdicts right {pct(result['method_verdicts_right'])}% "
+             "(a method is 'fooled' when its P@1 on the facade's target rose > 20 points over f's).", "",
+             "| model | kind | variant | split | target | agreement with f | gradient P@1 | score | verdict | "
+             "gradient / g.x / SmoothGrad / IG |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in sorted(result["per_model"], key=lambda m: (m["split"], m["kind"], m["name"])):
+        mv = m["method_verdicts"]
+        short = " / ".join(mv.get(k, "-")[:5] for k in ("gradient", "gradient_x_input", "smoothgrad",
+                                                        "integrated_gradients"))
+        lines.append(f"| {m['name']} | {m['kind']} | {m['variant']} | {m['split']} | {m['target']} | "
+                     f"{pct(m['agreement_with_f'])} | {pct(m['gradient_p1'])} | {min(m['score'], 300):.1f} | "
+                     f"{m['verdict']} | {short} |")
+    return "\n".join(lines) + "\n"
+
+
+def roc_plot(per_model: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for split, style in (("heldout", "-"), ("calibration", "--")):
+        ms = [m for m in per_model if m["split"] == split]
+        y = [int(m["kind"] == "facade") for m in ms]
+        if len(set(y)) < 2:
+            continue
+        s = [min(m["score"], 300.0) for m in ms]
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, style, label=f"{split} (AUC {roc_auc_score(y, s):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("false-positive rate (clean models)")
+    ax.set_ylabel("true-positive rate (facades)")
+    ax.set_title("unmask audit: model score")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

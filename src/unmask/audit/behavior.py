@@ -1,0 +1,273 @@
+"""Behavioral evidence: does what an explanation method calls important actually move the output?
+
+Everything here reads the model as a function (inputs -> outputs, and its input gradient); nothing
+depends on how the weights are laid out, so permuting, noising or fine-tuning a merged model does not
+change it, and an unmerged facade is measured the same way.
+
+Per method, against references a gradient facade cannot steer (leave-one-out occlusion, and the
+random ordering):
+
+- ``unfaithfulness``: 1 - (AOPC_comp(method) - AOPC_comp(random)) / (AOPC_comp(occlusion) - AOPC_comp(random)),
+  the share of the reference's comprehensiveness gain over chance that the method's ranking fails to get
+  (ERASER comprehensiveness, removal, k in 1..50%);
+- ``top1_miss``: 1 - the occlusion effect of the method's top token relative to the input's most effective
+  token (0 when the method's top token is the one whose removal moves the output most);
+- ``pileup``: the largest excess share of attribution the method puts on one class of positions or words
+  (first word, last word, stop words, punctuation, each frequent word) over the share occlusion gives it.
+
+Per model, for the local-gradient methods (gradient, gradient x input, SmoothGrad):
+
+- ``magnitude_ratio``: log10 of the median over inputs of sum_i |g_i . (x_i - m)| / sum_i |occlusion_i|: the
+  first-order change the gradient predicts for masking each token vs the change that happens. A facade has
+  large gradients whose output barely moves.
+- ``first_order_miss``: 1 - the median per-input Pearson correlation of predicted and actual changes.
+"""
+from __future__ import annotations
+
+import string
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from unmask.attribution.base import DEFAULT_TOKEN_BUDGET, gradient_chunks, get_method
+from unmask.attribution.explain import attribute_batch, predict_batch
+from unmask.attribution.record import Attribution
+from unmask.data.readers import stopwords
+from unmask.errors import UnmaskError
+from unmask.models.classifier import TextClassifier
+
+REFERENCE = "leave_one_out"
+LOCAL_GRADIENT = ("gradient", "gradient_x_input", "smoothgrad")
+DEFAULT_METHODS = ("gradient", "gradient_x_input", "smoothgrad", "integrated_gradients")
+IG_STEPS = 16  # fixed Gauss-Legendre points: bounded cost on rough (facade) models; the error is reported
+
+
+def audit_method(name: str, token_budget: int):
+    """The method instance the audit runs for ``name`` (IG with fixed steps, others at their defaults)."""
+    if get_method(name, token_budget=token_budget).name == "integrated_gradients":
+        from unmask.attribution.integrated_gradients import IntegratedGradients
+
+        return IntegratedGradients(steps=IG_STEPS, tolerance=None, token_budget=token_budget)
+    return get_method(name, token_budget=token_budget)
+FREQUENT_WORDS = 20
+PUNCTUATION = set(string.punctuation) | {"``", "''", "--"}
+
+
+@dataclass
+class MethodEvidence:
+    method: str
+    unfaithfulness: float
+    top1_miss: float
+    pileup: float
+    pileup_class: str
+    pileup_share: float
+    reference_share: float
+    aopc_comprehensiveness: float
+    aopc_random: float
+    aopc_reference: float
+    seconds: float
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass
+class BehavioralEvidence:
+    n_inputs: int
+    methods: dict[str, MethodEvidence]
+    magnitude_ratio: float
+    first_order_miss: float
+    reference: str = REFERENCE
+    seconds: float = 0.0
+    extras: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["methods"] = {k: asdict(v) for k, v in self.methods.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BehavioralEvidence":
+        methods = {k: MethodEvidence(**v) for k, v in d["methods"].items()}
+        return cls(**{**d, "methods": methods})
+
+
+# ------------------------------------------------------------------------------ token classes
+def word_classes(record: Attribution, frequent: set[str]) -> list[set[str]]:
+    """For each token: the classes its word belongs to (first / last word, stop word, punctuation, word)."""
+    sw = stopwords()
+    out: list[set[str]] = []
+    last_word = {}
+    for seq, w in zip(record.sequence_ids, record.word_ids):
+        if seq is not None and w is not None:
+            last_word[seq] = max(last_word.get(seq, -1), w)
+    for seq, w in zip(record.sequence_ids, record.word_ids):
+        if seq is None or w is None:
+            out.append(set())
+            continue
+        word = record.words[seq][w].lower()
+        c = set()
+        if w == 0:
+            c.add("first word")
+        if w == last_word[seq]:
+            c.add("last word")
+        if word in sw:
+            c.add("stop words")
+        if word and all(ch in PUNCTUATION for ch in word):
+            c.add("punctuation")
+        if word in frequent:
+            c.add(f"the word {word!r}")
+        out.append(c)
+    return out
+
+
+def frequent_words(records: Sequence[Attribution], k: int = FREQUENT_WORDS) -> set[str]:
+    counts: Counter[str] = Counter()
+    for r in records:
+        for words in r.words:
+            counts.update({w.lower() for w in words})
+    return {w for w, _ in counts.most_common(k)}
+
+
+def content_shares(record: Attribution) -> np.ndarray:
+    """|score| normalized over the non-special tokens (specials get 0)."""
+    keep = np.array([s is not None for s in record.sequence_ids])
+    a = np.where(keep, np.abs(record.scores), 0.0)
+    total = a.sum()
+    return a / total if total > 0 else a
+
+
+def class_shares(records: Sequence[Attribution], classes: list[list[set[str]]]) -> dict[str, float]:
+    """Mean over inputs of the share of attribution on each class."""
+    sums: Counter[str] = Counter()
+    for r, cls in zip(records, classes):
+        share = content_shares(r)
+        per: Counter[str] = Counter()
+        for s, c in zip(share, cls):
+            for name in c:
+                per[name] += s
+        sums.update(per)
+    return {k: v / len(records) for k, v in sums.items()}
+
+
+def pileup(method: Sequence[Attribution], reference: Sequence[Attribution],
+           classes: list[list[set[str]]]) -> tuple[float, str, float, float]:
+    """(excess share, class, method share, reference share) of the class the method over-weights most."""
+    m, ref = class_shares(method, classes), class_shares(reference, classes)
+    if not m:
+        return 0.0, "", 0.0, 0.0
+    name = max(m, key=lambda k: m[k] - ref.get(k, 0.0))
+    return m[name] - ref.get(name, 0.0), name, m[name], ref.get(name, 0.0)
+
+
+def top1_miss(method: Sequence[Attribution], reference: Sequence[Attribution]) -> float:
+    """1 - mean over inputs of |occlusion(method's top token)| / max_j |occlusion_j|."""
+    vals = []
+    for r, o in zip(method, reference):
+        keep = np.array([s is not None for s in r.sequence_ids])
+        if not keep.any():
+            continue
+        occl = np.where(keep, np.abs(o.scores), 0.0)
+        top = int(np.argmax(np.where(keep, np.abs(r.scores), -np.inf)))
+        if occl.max() > 0:
+            vals.append(occl[top] / occl.max())
+    return float(1.0 - np.mean(vals)) if vals else float("nan")
+
+
+# ------------------------------------------------------------------------------ magnitude consistency
+def first_order_occlusion(model: TextClassifier, batch, target: torch.Tensor, objective: str = "log_prob",
+                          token_budget: int = DEFAULT_TOKEN_BUDGET) -> torch.Tensor:
+    """g_i . (x_i - m) per token: the first-order prediction of leave-one-out with [MASK] (rows x tokens)."""
+    embeds = model.embed(batch.input_ids).detach()
+    mask_id = model.tokenizer.mask_token_id
+    if mask_id is None:
+        raise UnmaskError("the magnitude check needs a [MASK] token in the tokenizer")
+    m = model.embedding_matrix[mask_id].detach()
+    out = torch.zeros(embeds.shape[:2], dtype=embeds.dtype)
+    for sl, grads, _ in gradient_chunks(model, embeds, batch.attention_mask, batch.token_type_ids, target,
+                                        objective, token_budget):
+        out[sl] = (grads * (embeds[sl] - m)).sum(-1)
+    return out * (~batch.special_mask()).to(out.dtype)
+
+
+def magnitude_consistency(predicted: torch.Tensor, occlusion: Sequence[Attribution]) -> tuple[float, float, list]:
+    """(log10 median ratio predicted/actual, 1 - median Pearson, per-input ratios)."""
+    ratios, corrs = [], []
+    for r, rec in enumerate(occlusion):
+        n = len(rec.scores)
+        keep = np.array([s is not None for s in rec.sequence_ids])
+        pred, act = predicted[r, :n].numpy()[keep], rec.scores[keep]
+        denom = np.abs(act).sum()
+        if denom > 1e-12:
+            ratios.append(np.abs(pred).sum() / denom)
+        if keep.sum() >= 3 and pred.std() > 0 and act.std() > 0:
+            corrs.append(float(np.corrcoef(pred, act)[0, 1]))
+    ratio = float(np.log10(np.median(ratios))) if ratios else float("nan")
+    miss = float(1.0 - np.median(corrs)) if corrs else float("nan")
+    return ratio, miss, [float(x) for x in ratios]
+
+
+# ------------------------------------------------------------------------------ driver
+def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequence[str | None] | None = None,
+                        methods: Sequence[str] = DEFAULT_METHODS, token_budget: int = DEFAULT_TOKEN_BUDGET,
+                        seed: int = 0, progress: Callable[[str], None] | None = None,
+                        records_out: dict[str, list[Attribution]] | None = None) -> BehavioralEvidence:
+    """Measure the evidence above for each method on ``texts`` (the model's own predictions as targets).
+
+    ``records_out``, if given, receives every method's records (and the reference's) by method name.
+    """
+    from unmask.metrics.faithfulness import faithfulness, random_faithfulness
+
+    if not texts:
+        raise UnmaskError("the audit needs at least one input text")
+    say = progress or (lambda _msg: None)
+    started = time.time()
+    batch = model.encode(list(texts), list(pairs) if pairs is not None else None)
+    logits = predict_batch(model, batch, token_budget)
+    target = logits.argmax(-1)
+    say("occlusion (reference)")
+    reference = attribute_batch(model, batch, get_method(REFERENCE, token_budget=token_budget), target, logits)
+    say("faithfulness of the reference and of random orderings")
+    if records_out is not None:
+        records_out[REFERENCE] = reference
+    ref_faith = faithfulness(model, reference, token_budget=token_budget)
+    rand_faith = random_faithfulness(model, reference, seed=seed, token_budget=token_budget)
+    frequent = frequent_words(reference)
+    classes = [word_classes(r, frequent) for r in reference]
+    say("first-order occlusion from the gradient")
+    predicted = first_order_occlusion(model, batch, target, token_budget=token_budget)
+    ratio, fo_miss, ratios = magnitude_consistency(predicted, reference)
+    ref_gain = ref_faith.aopc_comprehensiveness - rand_faith.aopc_comprehensiveness
+    out: dict[str, MethodEvidence] = {}
+    for name in methods:
+        if name == REFERENCE:
+            continue
+        say(name)
+        t0 = time.time()
+        method = audit_method(name, token_budget)
+        recs = attribute_batch(model, batch, method, target, logits)
+        seconds = time.time() - t0
+        if records_out is not None:
+            records_out[method.name] = recs
+        faith = faithfulness(model, recs, token_budget=token_budget)
+        gain = faith.aopc_comprehensiveness - rand_faith.aopc_comprehensiveness
+        unfaith = 1.0 - gain / max(ref_gain, 0.05 * abs(ref_faith.aopc_comprehensiveness), 1e-12)
+        excess, cls, share, ref_share = pileup(recs, reference, classes)
+        extras = {}
+        if name == "integrated_gradients":
+            errs = [r.extras.get("completeness_error", np.nan) for r in recs]
+            extras["median_completeness_error"] = float(np.nanmedian(errs))
+        out[method.name] = MethodEvidence(
+            method=method.name, unfaithfulness=float(unfaith), top1_miss=top1_miss(recs, reference),
+            pileup=float(excess), pileup_class=cls, pileup_share=float(share), reference_share=float(ref_share),
+            aopc_comprehensiveness=float(faith.aopc_comprehensiveness),
+            aopc_random=float(rand_faith.aopc_comprehensiveness),
+            aopc_reference=float(ref_faith.aopc_comprehensiveness), seconds=round(seconds, 2), extras=extras)
+    return BehavioralEvidence(
+        n_inputs=len(texts), methods=out, magnitude_ratio=ratio, first_order_miss=fo_miss,
+        seconds=round(time.time() - started, 2),
+        extras={"reference_aopc_sufficiency": float(ref_faith.aopc_sufficiency),
+                "magnitude_ratio_quartiles": [float(q) for q in np.percentile(ratios, [25, 50, 75])]
+                if ratios else []})

@@ -1,0 +1,114 @@
+"""Calibration of the audit's statistics on clean models only.
+
+Each statistic of a clean model is treated as one draw from the clean population: with the calibration
+models' mean m, standard deviation s and count n, a new clean model's (x - m) / (s * sqrt(1 + 1/n)) follows
+Student's t with n - 1 degrees of freedom (a prediction interval), so the one-sided tail of that t gives
+the chance that a clean model is at least this extreme. ``s`` has a floor per statistic (a handful of
+calibration models can agree by luck), which only makes the audit more conservative.
+
+The calibration shipped with the package (``calibration.json``) was fitted by
+``experiments/audit_zoo.py report`` on the clean models of the zoo's calibration split; the file records
+which models those were.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as st
+
+from unmask.errors import UnmaskError
+from unmask.io import write_json_atomic
+
+# Floors on the clean standard deviation, in each statistic's own units.
+SIGMA_FLOOR = {"unfaithfulness": 0.08, "top1_miss": 0.05, "pileup": 0.04, "magnitude_ratio": 0.15,
+               "first_order_miss": 0.05, "structure": 0.3}
+# Statistics measured on every method, and once per model.
+METHOD_STATS = ("unfaithfulness", "top1_miss", "pileup")
+MODEL_STATS = ("magnitude_ratio", "first_order_miss")
+
+
+def floor_for(key: str) -> float:
+    return SIGMA_FLOOR[key.split(".")[-1]]
+
+
+@dataclass
+class StatCalibration:
+    mean: float
+    std: float
+    n: int
+
+    def t(self, value: float, floor: float) -> float:
+        s = max(self.std, floor) * math.sqrt(1 + 1 / self.n)
+        return (value - self.mean) / s
+
+    def tail(self, value: float, floor: float) -> float:
+        """P(clean model >= value): one-sided Student-t prediction tail."""
+        return float(st.t.sf(self.t(value, floor), df=max(self.n - 1, 1)))
+
+
+@dataclass
+class Calibration:
+    stats: dict[str, StatCalibration]
+    models: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {"stats": {k: asdict(v) for k, v in self.stats.items()}, "models": self.models,
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        return cls({k: StatCalibration(**v) for k, v in d["stats"].items()}, d.get("models", []),
+                   d.get("source", ""))
+
+    def save(self, path: str | Path) -> Path:
+        return write_json_atomic(Path(path), self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Calibration":
+        """The given file, or the calibration shipped with unmask."""
+        try:
+            text = (Path(path).read_text() if path is not None
+                    else resources.files("unmask.audit").joinpath("calibration.json").read_text())
+        except FileNotFoundError:
+            raise UnmaskError(f"audit calibration file not found: {path or 'unmask/audit/calibration.json'}") from None
+        try:
+            return cls.from_dict(json.loads(text))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UnmaskError(f"broken audit calibration file {path}: {e}") from None
+
+
+def statistics(evidence: dict) -> dict[str, float]:
+    """Flat ``{key: value}`` of an audit evidence dict (``AuditReport.evidence``); higher = more suspicious."""
+    out: dict[str, float] = {}
+    behavior = evidence["behavior"]
+    for name, m in behavior["methods"].items():
+        for s in METHOD_STATS:
+            out[f"{name}.{s}"] = float(m[s])
+    for s in MODEL_STATS:
+        out[f"model.{s}"] = float(behavior[s])
+    structure = evidence.get("structure")
+    if structure and structure.get("coupling") is not None:
+        out["model.structure"] = -math.log10(max(float(structure["coupling"]), 1e-12))
+    return out
+
+
+def fit(evidences: dict[str, dict], source: str = "") -> Calibration:
+    """Fit on the evidence of clean models only (``{model name: evidence dict}``)."""
+    if len(evidences) < 3:
+        raise UnmaskError(f"calibration needs at least 3 clean models, got {len(evidences)}")
+    values: dict[str, list[float]] = {}
+    for ev in evidences.values():
+        for k, v in statistics(ev).items():
+            if np.isfinite(v):
+                values.setdefault(k, []).append(v)
+                if not k.startswith("model."):  # pooled over methods, for methods not calibrated alone
+                    values.setdefault("any." + k.split(".")[-1], []).append(v)
+    stats = {k: StatCalibration(float(np.mean(v)), float(np.std(v, ddof=1)), len(v))
+             for k, v in values.items() if len(v) >= 3}
+    return Calibration(stats, sorted(evidences), source)
