@@ -128,7 +128,14 @@ def randomized_copy(model: TextClassifier, blocks: Sequence[str], seed: int = 0)
             raise UnmaskError(f"unknown block {name!r}; the model's blocks are {', '.join(order)}")
         gen = torch.Generator().manual_seed(seed * 1009 + order.index(name))
         reinitialize(net.get_submodule(name), std, gen)
-    return TextClassifier(net, model.tokenizer, max_length=model.max_length, name=f"{model.name}~random")
+    return _with_network(model, net, f"{model.name}~random")
+
+
+def _with_network(model: TextClassifier, net: nn.Module, name: str) -> TextClassifier:
+    """``model`` (same adapter class, tokenizer and length limit) around another network."""
+    clone = copy.copy(model)
+    clone.model, clone.name = net.eval(), name
+    return clone
 
 
 # ----------------------------------------------------------------------------------- tests
@@ -199,8 +206,7 @@ def train_on_shuffled_labels(model: TextClassifier, examples: Sequence, out: str
     labels = [e.label for e in examples]
     random.Random(seed).shuffle(labels)
     shuffled = [replace(e, label=y) for e, y in zip(examples, labels)]
-    net = copy.deepcopy(model.model)
-    copy_ = TextClassifier(net, model.tokenizer, max_length=model.max_length, name=f"{model.name}-shuffled")
+    copy_ = _with_network(model, copy.deepcopy(model.model), f"{model.name}-shuffled")
     config = config or TrainConfig(seed=seed)
     train_classifier(copy_, shuffled, shuffled[:256], out, config, progress=progress, log=lambda _m: None)
     return load_model(out)
