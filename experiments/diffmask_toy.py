@@ -11,12 +11,13 @@ Table 1 attributes to the hidden states after the feed-forward layer (layer 1); 
 table here. A second table ("input_methods") does the same for the symbol embeddings (layer 0), where
 DiffMask input gates conditioned on layer k are compared.
 
-Comparison methods are toy-specific plain-torch implementations (the unmask attribution modules work on
-TextClassifier inputs), all w.r.t. log p(predicted label) and the same states, computed with a float64
-copy of the model (float32 log-probabilities saturate at 0 for this very confident model):
+Gradient, gradient x input, SmoothGrad, IG and leave-one-out are unmask's attribution methods, run on
+the toy GRU through its model adapter (``unmask.models.gru_toy.ToyGRUAdapter``, attributing to layer 0
+or layer 1 states), all w.r.t. log p(predicted label), computed with a float64 copy of the model
+(float32 log-probabilities saturate at 0 for this very confident model):
 - gradient: L2 norm of the gradient per position; gradient_x_input: g . h;
 - smoothgrad: g(h + noise) . h averaged over 10 samples, noise std 0.01 x (max - min) of the example's
-  values (the project's SmoothGrad convention);
+  values (the project's SmoothGrad convention; noise drawn per example from its ids and the seed);
 - integrated_gradients: zero baseline, 64-point Gauss-Legendre quadrature;
 - leave_one_out: drop in log p when one position is replaced by the mean state of that layer;
 - erasure: exact search for the smallest non-empty set of positions to keep (others replaced by the mean
@@ -48,8 +49,13 @@ from unmask.data.toy_counting import ToyData, generate_toy
 from unmask.io import write_json_atomic
 from unmask.masking import (DiffMaskTrainConfig, HardConcrete, ToyAdapter, diffmask_for, evaluate_diffmask,
                             keep_probabilities, kl_divergence, load_diffmask, train_diffmask)
+from unmask.attribution.gradient import Gradient
+from unmask.attribution.gradient_x_input import GradientXInput
+from unmask.attribution.integrated_gradients import IntegratedGradients
+from unmask.attribution.leave_one_out import LeaveOneOut
+from unmask.attribution.smoothgrad import SmoothGrad
 from unmask.masking.lookahead import Lookahead
-from unmask.models.gru_toy import GRUCounter, ToyTrainConfig, load_toy_model, train_toy_model
+from unmask.models.gru_toy import GRUCounter, ToyGRUAdapter, ToyTrainConfig, load_toy_model, train_toy_model
 
 PAPER = {"Erasure": {"kl": None, "js": 0.26}, "Integrated gradients (Sundararajan et al.)": {"kl": 0.48, "js": 0.14},
          "Schulz et al. 2020": {"kl": 1.21, "js": 0.19}, "Guan et al. 2019": {"kl": 0.78, "js": 0.22},
@@ -79,49 +85,34 @@ def divergences(scores: torch.Tensor, data: ToyData) -> dict:
 
 
 # ------------------------------------------------------------------------------------ comparison methods
-def log_prob(adapter, data, layer, h, target):
-    return adapter.logits_with(data, layer, h).log_softmax(-1).gather(1, target[:, None])[:, 0]
+TOY_BUDGET = 1 << 16  # padded positions per forward: the toy GRU is tiny
 
 
-def grad_at(adapter, data, layer, h, target):
-    h = h.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(log_prob(adapter, data, layer, h, target).sum(), h)
-    return g
+def library_methods(model64, dev: ToyData, layer: int, fill64: torch.Tensor, target: torch.Tensor,
+                    seed: int = 0) -> dict[str, torch.Tensor]:
+    """unmask's gradient, gradient x input, SmoothGrad, IG and leave-one-out through ``ToyGRUAdapter``.
 
-
-def gradient_methods(adapter, data, layer, h, target, seed=0) -> dict[str, torch.Tensor]:
-    g = grad_at(adapter, data, layer, h, target)
-    out = {"gradient": g.norm(dim=-1), "gradient_x_input": (g * h).sum(-1)}
-    valid = data.mask[..., None].expand_as(h)
-    spread = h.masked_fill(~valid, -math.inf).amax((1, 2)) - h.masked_fill(~valid, math.inf).amin((1, 2))
-    gen = torch.Generator().manual_seed(seed)
-    total = torch.zeros_like(h)
-    for _ in range(10):
-        noise = torch.randn(h.shape, generator=gen) * (0.01 * spread)[:, None, None]
-        total += grad_at(adapter, data, layer, h + noise, target)
-    out["smoothgrad"] = (total / 10 * h).sum(-1)
-    nodes, weights = np.polynomial.legendre.leggauss(64)
-    integral = torch.zeros_like(h)
-    for a, w in zip((nodes + 1) / 2, weights / 2):
-        integral += float(w) * grad_at(adapter, data, layer, float(a) * h, target)
-    out["integrated_gradients"] = (integral * h).sum(-1)
-    gap = log_prob(adapter, data, layer, h, target) - log_prob(adapter, data, layer, torch.zeros_like(h), target)
-    err = ((out["integrated_gradients"] * data.mask).sum(1) - gap).abs()
-    rel = err / gap.abs().clamp_min(1e-12)
+    Same quantities as the toy-specific copies this replaced (checked equal to <= 3e-8 on the same noise):
+    log p(target) at the layer's states; IG with a zero baseline and 64 Gauss-Legendre points; SmoothGrad
+    10 samples, noise 0.01 x (max - min), drawn per example (unmask's keyed noise); leave-one-out fills
+    a position with ``fill64`` (the adapter's [MASK] row). Returns (N, T) scores and IG's error summary.
+    """
+    adapter = ToyGRUAdapter(model64, layer, fill=fill64)
+    batch = adapter.encode(dev)
+    methods = {"gradient": Gradient(token_budget=TOY_BUDGET), "gradient_x_input": GradientXInput(token_budget=TOY_BUDGET),
+               "smoothgrad": SmoothGrad(seed=seed, token_budget=TOY_BUDGET),
+               "integrated_gradients": IntegratedGradients(steps=64, tolerance=None, token_budget=TOY_BUDGET),
+               "leave_one_out": LeaveOneOut(replace="mask", token_budget=TOY_BUDGET)}
+    out, ig_extras = {}, None
+    for name, method in methods.items():
+        scores, extras = method.attribute(adapter, batch, target)
+        out[name] = scores.detach()
+        if name == "integrated_gradients":
+            ig_extras = extras
+    err = torch.tensor([e["completeness_error"] for e in ig_extras])
+    rel = torch.tensor([e["relative_error"] for e in ig_extras])
     out["_ig_error"] = (float(rel.median()), float(err.median()), float(err.max()))
     return out
-
-
-@torch.no_grad()
-def leave_one_out(adapter, data, layer, h, target, fill) -> torch.Tensor:
-    base = log_prob(adapter, data, layer, h, target)
-    scores = torch.zeros(h.shape[:2])
-    for i in range(h.shape[1]):
-        hi = h.clone()
-        hi[:, i] = fill
-        scores[:, i] = base - log_prob(adapter, data, layer, hi, target)
-    return scores * data.mask
 
 
 @torch.no_grad()
@@ -330,13 +321,13 @@ def main(argv=None) -> int:
         h = states.hidden[layer]
         fill = h[dev.mask].mean(0)
         h64, fill64 = states64.hidden[layer], fill.double()
-        grads = gradient_methods(adapter64, dev, layer, h64, pred, seed=args.seed)
+        grads = library_methods(model64, dev, layer, fill64, pred, seed=args.seed)
         rel, med, worst = grads.pop("_ig_error")
+        loo = grads.pop("leave_one_out")
         notes.append(f"layer {layer}: IG completeness error |sum a - (F(h) - F(0))|: median {med:.1e}, max {worst:.1e} "
                      f"nats (median relative {rel:.1e})")
         for name, s in grads.items():
             table[name] = divergences(s, dev)
-        loo = leave_one_out(adapter64, dev, layer, h64, pred, fill64)
         table["leave_one_out"] = divergences(loo, dev)
         er = erasure(adapter64, dev, layer, h64, pred, fill64)
         table["erasure"] = divergences(er, dev)

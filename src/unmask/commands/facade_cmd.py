@@ -312,7 +312,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from unmask.data import load_task
     from unmask.errors import UnmaskError
-    from unmask.facade.evaluate import EvalConfig, evaluate_model
+    from unmask.facade.evaluate import PAPER_METHODS, EvalConfig, evaluate_model
+    from unmask.facade.tables import LABELS
     from unmask.facade.targets import TargetPositions
     from unmask.models import load_model
     from unmask.io import write_json_atomic
@@ -330,8 +331,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     examples = load_task(args.task, "dev", limit=args.limit)
     results, reference = {}, None
     table = Table(title=f"{args.task} dev ({len(examples)} examples)")
-    for col in ["model", "accuracy", "agreement", "target", "Gradient P@1/Attr", "SmoothGrad P@1/Attr",
-                "IG P@1/Attr"]:
+    for col in ["model", "accuracy", "agreement", "target", *(f"{LABELS[m]} P@1/Attr" for m in PAPER_METHODS)]:
         table.add_column(col)
     for name, path in named:
         model = load_model(path)
@@ -342,8 +342,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         results[name] = {k: v for k, v in r.items() if k != "predictions"}
         for t in wanted:
             s = r["saliency"][t]
-            cells = [f"{s[m]['p1']:.1f} / {s[m]['attr']:.1f}" for m in ("gradient", "smoothgrad",
-                                                                         "integrated_gradients")]
+            cells = [f"{s[m]['p1']:.1f} / {s[m]['attr']:.1f}" for m in PAPER_METHODS]
             table.add_row(name, f"{r['accuracy']:.1f}", f"{r.get('agreement', 100.0):.1f}", t, *cells)
     Console().print(table)
     if args.out:

@@ -24,6 +24,7 @@ from torch import nn
 from unmask.data.toy_counting import ToyData, ToyTaskConfig
 from unmask.errors import UnmaskError
 from unmask.io import write_json_atomic
+from unmask.models.batch import Batch
 
 
 @dataclass
@@ -158,3 +159,152 @@ def load_toy_model(directory: str | Path) -> tuple[GRUCounter, ToyTaskConfig, di
     model = GRUCounter(**meta["model"])
     model.load_state_dict(load_file(str(d / "model.safetensors")))
     return model.eval(), ToyTaskConfig(**meta["task"]), meta.get("metrics", {})
+
+
+# ------------------------------------------------------------------------------------------ adapter
+class ToyVocab:
+    """Tokenizer-like ids of a ``ToyGRUAdapter``: real ids, then padding, then the occlusion fill ([MASK])."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pad_token_id, self.mask_token_id = size, size + 1
+        self.unk_token_id = self.mask_token_id
+        self.all_special_ids = [self.pad_token_id, self.mask_token_id]
+
+    def __len__(self) -> int:
+        return self.size + 2
+
+
+class ToyGRUAdapter:
+    """The toy GRU as a ``ModelAdapter`` (models/adapter.py), attributing to the states of ``layer``:
+
+    - ``layer=0``: symbol embeddings. Token id = symbol; the query ``<n, m>`` rides in
+      ``token_type_ids`` (n * S + m at every position), as BERT's segment ids ride beside the tokens.
+    - ``layer=1``: the per-position MLP output (the paper's Table 1 states). It depends on the symbol
+      and the query only, so the "vocabulary" is every (symbol, n, m): id = symbol * S^2 + n * S + m and
+      ``embedding_matrix`` holds the MLP output of each, making ``embed`` an exact lookup.
+
+    ``fill`` (layer-sized vector, default zeros) is the [MASK] row: what occlusion puts at a position.
+    Text form of an input: ``"n m: s1 s2 ..."`` (``encode`` also takes a ``ToyData``).
+    """
+
+    supports_attention = False
+
+    def __init__(self, model: GRUCounter, layer: int = 1, fill: torch.Tensor | None = None) -> None:
+        if layer not in (0, 1):
+            raise UnmaskError(f"the toy adapter attributes to layer 0 (symbols) or 1 (MLP states), got {layer}")
+        self.model, self.layer, self.name = model.eval(), layer, f"toy_gru_layer{layer}"
+        self.max_length = 512
+        s = model.num_symbols
+        self.tokenizer = ToyVocab(s if layer == 0 else s ** 3)
+        dtype = model.classifier.weight.dtype
+        size = model.layer_sizes[layer]
+        fill = torch.zeros(size, dtype=dtype) if fill is None else fill.to(dtype)
+        if fill.shape != (size,):
+            raise UnmaskError(f"fill must have shape ({size},), got {tuple(fill.shape)}")
+        with torch.no_grad():
+            if layer == 0:
+                table = model.embedding.weight.detach()  # last row = padding
+            else:
+                ids = torch.arange(s ** 3)
+                sym, n, m = ids // (s * s), ids // s % s, ids % s
+                q = model.query_embedding(torch.stack([n, m], 1)).flatten(1)
+                table = torch.cat([model.feed_forward(torch.cat([model.embedding(sym), q], -1)),
+                                   torch.zeros(1, size, dtype=dtype)])
+        self._table = torch.cat([table, fill[None]]).detach()
+
+    # ------------------------------------------------------------------------ labels
+    @property
+    def num_labels(self) -> int:
+        return int(self.model.classifier.out_features)
+
+    @property
+    def label_names(self) -> list[str]:
+        return ["not_more", "more"] if self.num_labels == 2 else [f"LABEL_{i}" for i in range(self.num_labels)]
+
+    def label_index(self, label: int | str) -> int:
+        if isinstance(label, str) and label in self.label_names:
+            return self.label_names.index(label)
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < self.num_labels:
+            return label
+        raise UnmaskError(f"unknown label {label!r}; the toy model has labels {', '.join(self.label_names)}")
+
+    # ------------------------------------------------------------------------ inputs
+    def parse(self, texts: list[str]) -> ToyData:
+        """``"n m: s1 s2 ..."`` strings -> ``ToyData`` (labels computed from the counts)."""
+        from unmask.data.toy_counting import ToyTaskConfig, toy_label
+
+        s = self.model.num_symbols
+        config = ToyTaskConfig(num_symbols=s, max_length=max(1, max(len(t.split(":")[-1].split()) for t in texts)))
+        rows = []
+        for i, t in enumerate(texts):
+            head, _, body = t.partition(":")
+            try:
+                n, m = (int(v) for v in head.split())
+                seq = [int(v) for v in body.split()]
+            except ValueError:
+                raise UnmaskError(f"toy input #{i} {t!r} is not 'n m: s1 s2 ...' (symbols as integers)") from None
+            if not seq or not all(0 <= v < s for v in [n, m, *seq]) or n == m:
+                raise UnmaskError(f"toy input #{i} {t!r}: need distinct n, m and at least one symbol, all in 0..{s - 1}")
+            rows.append((seq, n, m))
+        width = max(len(r[0]) for r in rows)
+        seqs = torch.full((len(rows), width), s, dtype=torch.long)
+        for i, (seq, _, _) in enumerate(rows):
+            seqs[i, :len(seq)] = torch.tensor(seq)
+        return ToyData(seqs, torch.tensor([len(r[0]) for r in rows]), torch.tensor([[r[1], r[2]] for r in rows]),
+                       torch.tensor([toy_label(*r) for r in rows]), config)
+
+    def encode(self, texts: "list[str] | ToyData", pairs: list[str | None] | None = None,
+               on_too_long: str = "truncate") -> Batch:
+        """A ``Batch`` of a ``ToyData`` (same width) or of ``"n m: s1 s2 ..."`` strings; pairs are not supported."""
+        if pairs is not None and any(p is not None for p in pairs):
+            raise UnmaskError("the toy model takes no pair texts")
+        data = texts if isinstance(texts, ToyData) else self.parse([texts] if isinstance(texts, str) else list(texts))
+        s, (rows, width) = self.model.num_symbols, data.sequences.shape
+        mask = data.mask
+        query = (data.queries[:, 0] * s + data.queries[:, 1])[:, None].expand(rows, width)
+        symbols = data.sequences.clamp_max(s - 1)
+        ids = symbols if self.layer == 0 else symbols * s * s + query
+        ids = torch.where(mask, ids, torch.full_like(ids, self.tokenizer.pad_token_id))
+        lengths = data.lengths.tolist()
+        tokens = [[str(int(v)) for v in data.sequences[r, :lengths[r]]] + ["[PAD]"] * (width - lengths[r])
+                  for r in range(rows)]
+        texts_out = [f"{int(q[0])} {int(q[1])}: " + " ".join(tokens[r][:lengths[r]])
+                     for r, q in enumerate(data.queries)]
+        return Batch(input_ids=ids, attention_mask=mask.long(), token_type_ids=query.clone(), tokens=tokens,
+                     word_ids=[list(range(n)) + [None] * (width - n) for n in lengths],
+                     sequence_ids=[[0] * n + [None] * (width - n) for n in lengths],
+                     words=[(tokens[r][:lengths[r]],) for r in range(rows)], texts=texts_out)
+
+    # ------------------------------------------------------------------------ differentiable core
+    @property
+    def embedding_matrix(self) -> torch.Tensor:
+        return self._table
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._table[input_ids]
+
+    def forward_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                       token_type_ids: torch.Tensor | None = None, output_attentions: bool = False,
+                       **kwargs) -> ToyStates:
+        """Logits (and the states from ``layer`` on) with the ``layer`` states replaced by ``embeds``."""
+        if output_attentions:
+            raise UnmaskError("the toy GRU has no attention weights")
+        m, s = self.model, self.model.num_symbols
+        h = embeds
+        if self.layer == 0:
+            if token_type_ids is None:
+                raise UnmaskError("layer-0 toy inputs need the query in token_type_ids (use encode)")
+            q = m.query_embedding(torch.stack([token_type_ids[:, 0] // s, token_type_ids[:, 0] % s], 1)).flatten(1)
+            h = m.feed_forward(torch.cat([h, q[:, None, :].expand(-1, h.shape[1], -1)], -1))
+        h2 = m.gru(h)[0]
+        last = h2[torch.arange(h2.shape[0]), attention_mask.sum(1).clamp_min(1) - 1]
+        return ToyStates(m.classifier(last), [embeds, h, h2][self.layer:])
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        with torch.no_grad():
+            return self.forward_embeds(self.embed(batch.input_ids), batch.attention_mask, batch.token_type_ids).logits
+
+    @property
+    def special_token_ids(self) -> set[int]:
+        return set(self.tokenizer.all_special_ids)
