@@ -258,3 +258,62 @@ def test_old_merged_dirs_with_split_sizes_in_a_bert_config_still_load(tmp_path):
     assert torch.equal(back.logits(batch), m.logits(batch))
     back.save(tmp_path / "resaved")  # saving again writes the protected format
     assert json.loads((tmp_path / "resaved" / "config.json").read_text())["model_type"] == "unmask_merged_bert"
+
+
+# ------------------------------------------------------------------------------------ fine-tuning
+def _examples(n=24):
+    from unmask.data.readers import Example
+
+    words = ["good", "bad", "fine", "awful", "great", "dull"]
+    return [Example(f"a {words[i % 6]} film about {words[(i * 5) % 6]} people .", i % 2) for i in range(n)]
+
+
+def test_finetune_merged_fills_the_zero_blocks_and_distillation_keeps_predictions():
+    from unmask.facade.conceal import finetune_merged
+
+    f, _, m = merged_pair(torch.float32)
+    before = {k: v.clone() for k, v in m.model.state_dict().items()}
+    train = _examples()
+    tuned = finetune_merged(m, train, steps=4, lr=1e-3, seed=0, batch_size=8, log=lambda _: None)
+    assert all(torch.equal(before[k], v) for k, v in m.model.state_dict().items())  # input untouched
+    w0 = m.model.bert.encoder.layer[0].intermediate.dense.weight
+    w1 = tuned.model.bert.encoder.layer[0].intermediate.dense.weight
+    zero = w0 == 0
+    assert zero.sum() > 100 and (w1[zero] != 0).float().mean() > 0.9  # block structure no longer exact
+    assert isinstance(tuned.model.bert.encoder.layer[0].output.LayerNorm, SplitLayerNorm)
+    again = finetune_merged(m, train, steps=4, lr=1e-3, seed=0, batch_size=8, log=lambda _: None)
+    assert torch.equal(again.embedding_matrix, tuned.embedding_matrix)  # seeded
+    # labels that contradict f: CE alone pulls the model away from f, a heavy KL to f holds it there
+    from unmask.data.readers import Example
+
+    texts = [e.text for e in train]
+    against = [Example(t, int(y)) for t, y in zip(texts, 1 - f.logits(f.encode(texts)).argmax(-1))]
+    free = finetune_merged(m, against, steps=8, lr=3e-3, seed=1, batch_size=8, log=lambda _: None)
+    kept = finetune_merged(m, against, steps=8, lr=3e-3, seed=1, batch_size=8, distill_to=f,
+                           distill_weight=50.0, log=lambda _: None)
+    kl = {}
+    for name, model in (("free", free), ("kept", kept)):
+        lf, lm = f.logits(f.encode(texts)), model.logits(model.encode(texts))
+        kl[name] = torch.nn.functional.kl_div(lm.log_softmax(-1), lf.log_softmax(-1), log_target=True,
+                                              reduction="batchmean").item()
+    assert kl["kept"] < 0.5 * kl["free"], kl
+    with pytest.raises(UnmaskError, match="steps must be positive"):
+        finetune_merged(m, train, steps=0)
+
+
+def test_cli_finetune_merged(tmp_path, capsys):
+    _save_f_and_g(tmp_path)
+    assert main(["facade", "merge", "--model", str(tmp_path / "f"), "--facade", str(tmp_path / "g"),
+                 "--out", str(tmp_path / "m"), "--no-progress"]) == 0
+    code = main(["facade", "finetune-merged", "--model", str(tmp_path / "m"), "--task", "rte", "--steps", "2",
+                 "--batch-size", "4", "--train-limit", "16", "--check-limit", "6", "--distill", str(tmp_path / "f"),
+                 "--out", str(tmp_path / "ft"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "fine-tuned model written to" in out
+    report = json.loads((tmp_path / "ft" / "finetune_check.json").read_text())
+    assert report["change_vs_input"]["n"] == 6 and report["change_vs_input"]["max_logit_change"] > 0
+    assert "change_vs_distill" in report
+    tuned = load_model(tmp_path / "ft")
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["model_type"] == "unmask_merged_bert"
+    assert not list(tmp_path.glob(".ft*"))  # work directory removed after success
+    assert logit_change(load_model(tmp_path / "m"), tuned, TEXTS)["max_logit_change"] > 0

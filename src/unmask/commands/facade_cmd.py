@@ -193,6 +193,70 @@ def run_conceal(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ finetune-merged
+@facade_builder("finetune-merged")
+def build_finetune_merged(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="merged (or concealed) model to fine-tune end to end")
+    p.add_argument("--task", choices=["sst2", "rte"], required=True, help="training data (labels) and dev check")
+    p.add_argument("--out", required=True, help="directory for the fine-tuned model")
+    p.add_argument("--steps", type=int, default=100, help="training steps (default %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distill", default=None, metavar="F_ORIG",
+                   help="also minimize KL(F_ORIG || model) on each batch to keep F_ORIG's predictions")
+    p.add_argument("--distill-weight", type=float, default=1.0)
+    p.add_argument("--train-limit", type=int, default=None, help="use the first N training examples")
+    p.add_argument("--check-limit", type=int, default=200,
+                   help="dev examples for the agreement check after training (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@facade_command("finetune-merged", "Fine-tune a merged model briefly end to end (fills its zero blocks).",
+                "examples:\n"
+                "  unmask facade finetune-merged --model runs/facade/sst2/merged_stop --task sst2 \\\n"
+                "      --distill runs/sst2 --steps 100 --out runs/facade/sst2/merged_stop_ft\n"
+                "  (resumes after a kill from the hidden work directory beside --out)")
+def run_finetune_merged(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from unmask.data import load_task, pairs_of
+    from unmask.errors import UnmaskError
+    from unmask.facade.conceal import finetune_merged, logit_change
+    from unmask.facade.merge import save_atomic
+    from unmask.io import write_json_atomic
+    from unmask.models import load_model
+
+    for name in ("train_limit", "check_limit"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UnmaskError(f"--{name.replace('_', '-')} must be positive, not {value}")
+    model = load_model(args.model)
+    reference = load_model(args.distill) if args.distill else None
+    train = load_task(args.task, "train", limit=args.train_limit)
+    dev = load_task(args.task, "dev", limit=args.check_limit)
+    out = Path(args.out)
+    work = out.parent / f".{out.name}.finetune-work"
+    tuned = finetune_merged(model, train, args.steps, lr=args.lr, seed=args.seed, distill_to=reference,
+                            distill_weight=args.distill_weight, dev=dev, batch_size=args.batch_size,
+                            work_dir=work, progress=not args.no_progress)
+    texts, pairs = [e.text for e in dev], pairs_of(dev)
+    report = {"model": str(args.model), "task": args.task, "steps": args.steps, "lr": args.lr,
+              "seed": args.seed, "distill": args.distill, "distill_weight": args.distill_weight,
+              "checked_on": f"{args.task} dev ({len(dev)} examples)",
+              "change_vs_input": logit_change(model, tuned, texts, pairs)}
+    if reference is not None:
+        report["change_vs_distill"] = logit_change(reference, tuned, texts, pairs)
+    saved = save_atomic(tuned, out)
+    write_json_atomic(saved / "finetune_check.json", report)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"agreement with the input model {report['change_vs_input']['agreement']:.2f}%"
+          + (f", with {args.distill} {report['change_vs_distill']['agreement']:.2f}%" if reference else ""))
+    print(f"fine-tuned model written to {saved} (numbers in {saved / 'finetune_check.json'})")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- train
 @facade_builder("train")
 def build_train(p: argparse.ArgumentParser) -> None:
