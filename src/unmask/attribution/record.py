@@ -84,6 +84,12 @@ class Attribution:
 
         return attribution_html(self)
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the input, a heatmap and the colour legend (``unmask.report.notebook``)."""
+        from unmask.report.notebook import record_html
+
+        return record_html(self)
+
     def render_terminal(self) -> str:
         from unmask.report.terminal import attribution_text
 
