@@ -3,12 +3,15 @@
 One line per finished item (``{"key": ..., ...}``), flushed and fsynced after each append; a torn last
 line (kill during a write) is ignored on reading. A sidecar ``.config.json`` pins the settings that
 produced the lines: resuming with different settings is refused instead of silently mixing results.
+Fingerprints come from the library (``unmask.cache``), which the Facade pipeline uses too.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+
+from unmask.cache import WEIGHTS, file_stamp
 
 
 def read_jsonl(path: str | Path) -> dict:
@@ -26,12 +29,9 @@ def read_jsonl(path: str | Path) -> dict:
 
 
 def fingerprint(model_dir: str | Path) -> str:
-    """Size and modification time of a model's weights: a retrained model invalidates its caches."""
-    w = Path(model_dir) / "model.safetensors"
-    if not w.is_file():
-        return "missing"
-    st = w.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    """Size and modification time of a model's weights (``unmask.cache.file_stamp``; the format caches
+    written before the move into the library used): a retrained model invalidates its caches."""
+    return file_stamp(Path(model_dir) / WEIGHTS)
 
 
 class JsonlCache:

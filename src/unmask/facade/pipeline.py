@@ -1,19 +1,25 @@
 """The whole Facade study for one task: train g (first token, stop words), regularize f, merge,
 check equivalence, evaluate every model, and assemble the paper's Tables 1 and 2.
 
-Every stage writes its own directory under ``root`` and is skipped when its output exists, so a killed
-run resumes at the stage (and, inside training, at the checkpoint) where it stopped.
+Every stage writes its own directory under ``root`` with a ``stage.json`` recording the fingerprint of
+its inputs (upstream model weights, training settings, data slice; see ``unmask.cache``). A stage is
+skipped when it finished for the same inputs, resumed (at its checkpoint) when it started for them, and
+rebuilt from scratch, with a log line, when its inputs changed. Evaluation caches are keyed the same way.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from unmask.cache import (data_fingerprint, inputs_fingerprint, model_fingerprint, read_stage, stage_state,
+                          write_stage)
 from unmask.data.readers import load_task, pairs_of
+from unmask.errors import UnmaskError
 from unmask.facade.equivalence import check_merge
 from unmask.facade.evaluate import EvalConfig, evaluate_model
 from unmask.facade.merge import merge, save_atomic
@@ -62,6 +68,14 @@ def _done(d: Path) -> bool:
     return (d / "model.safetensors").is_file() and (d / "config.json").is_file()
 
 
+def _changed(old: dict | None, new: dict) -> str:
+    """Which named inputs differ between a stage's recorded inputs and the current ones."""
+    if not old or "inputs" not in old:
+        return "no record of its inputs"
+    keys = sorted(k for k in {*old["inputs"], *new} if old["inputs"].get(k) != new.get(k))
+    return "changed: " + ", ".join(keys)
+
+
 class FacadePipeline:
     """Runs (or resumes) the study; ``run()`` returns the results dict (the committed JSON shape)."""
 
@@ -81,30 +95,71 @@ class FacadePipeline:
             self._models[name] = load_model(self.path(name))
         return self._models[name]
 
+    def fingerprint(self, name: str) -> str:
+        """Fingerprint of a saved model of the study (weights' size + mtime, config)."""
+        return model_fingerprint(self.path(name))
+
+    def begin(self, name: str, inputs: dict, resumable: bool = True) -> tuple[str, bool]:
+        """``(fingerprint, needed)`` for stage ``name`` made from ``inputs``. A stage made from other inputs
+        is deleted (logged) so that nothing of it, not even a checkpoint, is reused."""
+        out = self.path(name)
+        fp = inputs_fingerprint(**inputs)
+        state = stage_state(out, fp)
+        if state == "done" and _done(out):
+            return fp, False
+        if state == "stale":
+            if self.root.resolve() not in out.resolve().parents:
+                raise UnmaskError(f"refusing to delete {out}: not under the study root {self.root}")
+            self.log(f"[facade] {name}: {out} was made from other inputs ({_changed(read_stage(out), inputs)}); "
+                     f"rebuilding it")
+            shutil.rmtree(out)
+        elif state == "partial":
+            self.log(f"[facade] {name}: resuming {out} (same inputs)")
+        if resumable:
+            write_stage(out, fp, inputs, done=False)
+        return fp, True
+
+    def dev_fingerprint(self, limit: int | None = None) -> str:
+        return data_fingerprint(self.dev[:limit] if limit else self.dev)
+
     # ------------------------------------------------------------------ stages
     def train_facades(self) -> None:
         for key, target in TARGETS.items():
             if key not in self.c.targets:
                 continue
             out = self.path(f"g_{key}")
-            if _done(out):
+            inputs = {"f_orig": self.fingerprint("f_orig"), "target": target, "facade": asdict(self.c.facade),
+                      "facade_hidden": self.c.facade_hidden, "merged_objective": self.c.merged_objective,
+                      "seed": self.c.seed, "train": data_fingerprint(self.train),
+                      "dev": self.dev_fingerprint(self.c.facade.eval_size)}
+            fp, needed = self.begin(f"g_{key}", inputs)
+            if not needed:
                 continue
             self.log(f"[facade] training g_{key} (target: {target}) -> {out}")
             f = self.model("f_orig")
             g = new_facade(f, seed=self.c.seed, hidden=self.c.facade_hidden)
             train_facade(g, self.train, self.dev, target, out, self.c.facade,
                          f=f if self.c.merged_objective else None, progress=self.progress, log=self.log)
+            self._models.pop(f"g_{key}", None)
+            write_stage(out, fp, inputs, done=True)
 
     def regularize(self) -> None:
         out = self.path("rp")
-        if not self.c.with_rp or _done(out):
+        if not self.c.with_rp:
+            return
+        cfg = TrainConfig(max_steps=self.c.rp_steps, lr=self.c.rp_lr, warmup=0.0, batch_size=32,
+                          checkpoint_every=100, seed=self.c.seed)
+        inputs = {"f_orig": self.fingerprint("f_orig"), "train_config": asdict(cfg), "lambda_rp": self.c.lambda_rp,
+                  "train": data_fingerprint(self.train), "dev": self.dev_fingerprint()}
+        fp, needed = self.begin("rp", inputs)
+        if not needed:
             return
         self.log(f"[facade] regularizing f (Eq. 5, lambda_rp={self.c.lambda_rp}) -> {out}")
         f = load_model(self.c.f_orig)
-        cfg = TrainConfig(max_steps=self.c.rp_steps, lr=self.c.rp_lr, warmup=0.0, batch_size=32,
-                          checkpoint_every=100, seed=self.c.seed)
         train_classifier(f, self.train, self.dev, out, cfg, loss_fn=regularized_loss(self.c.lambda_rp),
                          progress=self.progress, log=self.log)
+        self._models.pop("rp", None)
+        write_stage(out, fp, inputs, done=True)
 
     def merge_all(self) -> dict[str, dict]:
         checks = {}
@@ -115,7 +170,10 @@ class FacadePipeline:
                 continue
             out = self.path(name)
             check_file = out / "merge_check.json"
-            if _done(out) and check_file.is_file():
+            inputs = {f_name: self.fingerprint(f_name), g_name: self.fingerprint(g_name),
+                      "dev": self.dev_fingerprint()}
+            fp, needed = self.begin(name, inputs, resumable=False)
+            if not needed and check_file.is_file():
                 checks[name] = json.loads(check_file.read_text())
                 continue
             self.log(f"[facade] merging {f_name} + {g_name} -> {out}")
@@ -123,8 +181,10 @@ class FacadePipeline:
             merged = merge(f, g)
             result = check_merge(f, g, merged, texts, pairs, progress=self.progress)
             save_atomic(merged, out)
+            self._models.pop(name, None)
             write_json_atomic(check_file, {"model": str(self.path(f_name)), "facade": str(self.path(g_name)),
                                            "checked_on": f"{self.c.task} dev ({len(texts)})", **result})
+            write_stage(out, fp, inputs, done=True)
             checks[name] = result
         return checks
 
@@ -137,12 +197,17 @@ class FacadePipeline:
             if not keys or ((name.endswith("_rp") or name == "rp") and not self.c.with_rp):
                 continue
             setting = json.loads(json.dumps(  # as it reads back from the cache (tuples become lists)
-                {"examples": len(self.dev), "evaluation": asdict(self.c.evaluation), "targets": list(keys)}))
+                {"examples": len(self.dev), "data": self.dev_fingerprint(), "evaluation": asdict(self.c.evaluation),
+                 "targets": list(keys), "model": self.fingerprint(name), "reference": self.fingerprint("f_orig")}))
             cache = eval_cache_path(self.root, name, setting)
             cached = json.loads(cache.read_text()) if cache.is_file() else {}
             if cached.get("setting") == setting:
                 results[name] = cached
             else:
+                others = [p.name for p in (self.root / "eval").glob(f"{name}-*.json") if p != cache]
+                if others:
+                    self.log(f"[facade] {name}: no evaluation cached for this model, data and setting "
+                             f"({len(others)} cached for other inputs)")
                 self.log(f"[facade] evaluating {name} on {len(self.dev)} {self.c.task} dev examples")
                 started = time.time()
                 results[name] = evaluate_model(self.model(name), self.dev, {k: positions[k] for k in keys},
