@@ -32,11 +32,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from jsonl_cache import JsonlCache, fingerprint  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from unmask.facade.tables import PAPER_METHODS, saliency_of  # noqa: E402
+
 ROOT = HERE.parent
 LABELS = ["negative", "positive"]
 # Facade paper Table 5 (Biosbias): only these cells are legible in our copy of the paper.
 PAPER = {"f_orig": {"smoothgrad": "0.017 (+17.1%)"},
-         "merged_stop": {"gradient": "0.006 (-55.9%)", "smoothgrad": "0.007 (-51.3%)",
+         "merged_stop": {"gradient_x_input": "0.006 (-55.9%)", "smoothgrad": "0.007 (-51.3%)",
                          "integrated_gradients": "0.023 (+53.9%)"}}
 
 
@@ -146,16 +148,15 @@ def markdown(res: dict) -> str:
     lines += ["", "## Gender attribution (mean normalized attribution of a gendered token; relative to the "
               "average token in parentheses)", "",
               f"On {res['attribution_inputs']} inputs of the biased dev set.", "",
-              "| model | Gradient | SmoothGrad | InteGrad | stop-word attribution % (Gradient / SmoothGrad / "
-              "InteGrad) |", "|---|---|---|---|---|"]
+              "| model | Gradient (g.x, Eq. 1) | SmoothGrad | InteGrad | stop-word attribution % (Gradient / "
+              "SmoothGrad / InteGrad) |", "|---|---|---|---|---|"]
     ga, sa = res["gender_attribution"], res["stop_attribution"]
     for name in ("f_orig", "merged_stop"):
         cells = []
-        for meth in ("gradient", "smoothgrad", "integrated_gradients"):
-            g = (ga.get(meth) or {}).get(name)
+        for meth in PAPER_METHODS:
+            g = saliency_of(ga, meth).get(name)  # also reads results written under the old key "gradient"
             cells.append("not run" if g is None else f"{g['gender_attribution']:.4f} ({g['relative_pct']:+.1f}%)")
-        stops = " / ".join(f((sa.get(meth) or {}).get(name)) for meth in ("gradient", "smoothgrad",
-                                                                            "integrated_gradients"))
+        stops = " / ".join(f(saliency_of(sa, meth).get(name)) for meth in PAPER_METHODS)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {stops} |")
     lines += ["", "Paper (Biosbias, BERT-base; only these cells are legible in our copy): "
               + "; ".join(f"{n} {m}: {v}" for n, d_ in PAPER.items() for m, v in d_.items()) + "."]

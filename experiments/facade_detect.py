@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = pairs_of(dev)
     out = {"command": command_line("facade_detect.py", argv), "models": {}}
     lines = [f"# Facade detection on {args.task.upper()} ({len(texts)} dev inputs)", "", f"Command: `{out['command']}`",
-             "", "| model | verdict | sub-networks (hidden units: margin % / gradient %) | Spearman with occlusion: Gradient / IG |",
+             "", "| model | verdict | sub-networks (hidden units: margin % / gradient %) | Spearman with occlusion: Gradient (g.x, Eq. 1) / IG |",
              "|---|---|---|---|"]
     for name, path in existing_models(args.task, MODELS, args.root):
         det = detect_facade(load_model(path), texts, pairs, ig_steps=args.ig_steps)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                           + (" FACADE" if c.facade else "") for c in det.components)
         a = det.rank_agreement_with_occlusion
         lines.append(f"| {name} | {'SUSPICIOUS' if det.suspicious else 'clean'} | {comps} | "
-                     f"{a['gradient']:.2f} / {a['integrated_gradients']:.2f} |")
+                     f"{a.get('gradient_x_input', a.get('gradient')):.2f} / {a['integrated_gradients']:.2f} |")
         print(lines[-1], flush=True)
     write_json_atomic(RESULTS / f"facade_detection_{args.task}.json", out)
     (RESULTS / f"facade_detection_{args.task}.md").write_text("\n".join(lines) + "\n")

@@ -300,14 +300,14 @@ def test_pipeline_resumes_from_cache_and_keeps_one_cache_per_setting(tmp_path):
         results = FacadePipeline(config, log=logs.append, progress=False).run("test")
         return results, [line for line in logs if "evaluating" in line]
 
-    first, evaluated = run(("gradient",))
+    first, evaluated = run(("gradient_x_input",))
     assert len(evaluated) == 3 and first["max_logit_diff"]["ft"] < 1e-4
-    assert set(first["saliency"]["ft"]["merged"]) == {"gradient"}
-    again, evaluated = run(("gradient",))
+    assert set(first["saliency"]["ft"]["merged"]) == {"gradient_x_input"}
+    again, evaluated = run(("gradient_x_input",))
     assert evaluated == [] and again["saliency"] == first["saliency"]
-    _, evaluated = run(("gradient", "integrated_gradients"))
+    _, evaluated = run(("gradient_x_input", "integrated_gradients"))
     assert len(evaluated) == 3
-    _, evaluated = run(("gradient",))
+    _, evaluated = run(("gradient_x_input",))
     assert evaluated == []  # the first setting's cache is still there
 
 

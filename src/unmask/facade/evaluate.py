@@ -1,7 +1,9 @@
 """Evaluate models for the Facade tables: accuracy, agreement, P@1 / Mean Attribution per method.
 
-"Gradient" is the paper's Eq. 1 (|grad . x| normalized, unmask's ``gradient_x_input``), SmoothGrad
-reduces the same way, IG uses a zero word-embedding baseline with a fixed number of steps. Every
+The paper's "Gradient" is its Eq. 1 (|grad . x| normalized): unmask's ``gradient_x_input``, and so it is
+keyed here (the method registry's ``gradient`` is the L2 norm of the gradient, which the paper does not
+evaluate; results written before the rename used the key ``"gradient"``, see ``RENAMED``). SmoothGrad
+reduces the same way (g . x), IG uses a zero word-embedding baseline with a fixed number of steps. Every
 method explains the evaluated model's own prediction.
 """
 from __future__ import annotations
@@ -20,13 +22,13 @@ from unmask.data.readers import Example, pairs_of
 from unmask.errors import UnmaskError
 from unmask.facade.objective import class_margin
 from unmask.facade.structure import block_gradient_mass
+from unmask.facade.tables import PAPER_METHODS, RENAMED
 from unmask.facade.targets import TargetPositions
 from unmask.metrics.saliency import saliency_summary
 from unmask.models.batch import length_buckets
 from unmask.models.classifier import SPLIT_KEY, TextClassifier
 
 SPLIT_RATIO_TOKEN_BUDGET = 4096  # block_gradient_mass keeps the whole backward graph of a bucket
-PAPER_METHODS = ("gradient", "smoothgrad", "integrated_gradients")
 
 
 @dataclass
@@ -38,11 +40,15 @@ class EvalConfig:
 
 
 def paper_methods(config: EvalConfig) -> dict[str, AttributionMethod]:
+    renamed = sorted(set(config.methods) & set(RENAMED))
+    if renamed:
+        raise UnmaskError(f"Facade evaluation method {renamed[0]!r} is now called {RENAMED[renamed[0]]!r} (g . x, "
+                          f"the paper's Eq. 1; the registry's 'gradient' is the gradient's L2 norm)")
     unknown = sorted(set(config.methods) - set(PAPER_METHODS))
     if unknown:
         raise UnmaskError(f"unknown Facade evaluation method(s) {unknown}; choose from {list(PAPER_METHODS)}")
     all_methods = {
-        "gradient": GradientXInput(token_budget=config.token_budget),
+        "gradient_x_input": GradientXInput(token_budget=config.token_budget),
         "smoothgrad": SmoothGrad(samples=config.smoothgrad_samples, reduce="dot", token_budget=config.token_budget),
         "integrated_gradients": IntegratedGradients(steps=config.ig_steps, tolerance=None,
                                                     token_budget=config.token_budget),

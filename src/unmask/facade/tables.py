@@ -1,4 +1,8 @@
-"""Markdown tables that put the Facade paper's numbers (Tables 1 and 2) next to ours."""
+"""Markdown tables that put the Facade paper's numbers (Tables 1 and 2) next to ours.
+
+The paper's "Gradient" column is gradient x input (its Eq. 1): keyed ``gradient_x_input`` and labelled
+"Gradient (g.x, Eq. 1)"; results JSON written before the rename (key ``gradient``) still reads.
+"""
 from __future__ import annotations
 
 # Paper (Wang et al. 2020), BERT-base. Table 1 accuracy; Table 2 (P@1, Attr) per method.
@@ -20,7 +24,21 @@ PAPER = {
                  "merged_rp": [94.0, 83.7, 90.5, 79.9, 6.2, 23.8], "g": [100.0, 99.8, 100.0, 99.8, 99.8, 98.0]},
     },
 }
-METHODS = ("gradient", "smoothgrad", "integrated_gradients")
+# The Facade tables' methods, in column order (unmask.facade.evaluate.paper_methods builds them).
+PAPER_METHODS = ("gradient_x_input", "smoothgrad", "integrated_gradients")
+RENAMED = {"gradient": "gradient_x_input"}  # old key (results JSON before the rename) -> new key
+LABELS = {"gradient_x_input": "Gradient (g.x, Eq. 1)", "smoothgrad": "SmoothGrad", "integrated_gradients": "IG"}
+
+
+def saliency_of(methods: dict, method: str) -> dict:
+    """``methods[method]`` of a saliency table, also from results written under the old key."""
+    if method in methods:
+        return methods[method]
+    old = [k for k, v in RENAMED.items() if v == method]
+    return next((methods[k] for k in old if k in methods), {})
+
+
+METHODS = PAPER_METHODS
 
 
 def _fmt(x) -> str:
@@ -34,7 +52,7 @@ def facade_markdown(results: dict) -> str:
     cfg = results.get("config", {})
     n = cfg.get("eval_limit") or "all"
     ig = cfg.get("evaluation", {}).get("ig_steps")
-    computed = cfg.get("evaluation", {}).get("methods", METHODS)
+    computed = [RENAMED.get(m, m) for m in cfg.get("evaluation", {}).get("methods", METHODS)]
     scope = f"the first {n}" if n != "all" else "all"
     lines = [f"# Facade reproduction on {task.upper()}", "", f"Command: `{results['command']}`", "",
              f"Evaluated on {scope} dev examples; "
@@ -53,14 +71,14 @@ def facade_markdown(results: dict) -> str:
                      f"{'-' if diff is None else f'{diff:.2g}'} |")
     for key, title in (("ft", "first token"), ("stop", "stop words")):
         lines += ["", f"## Table 2 ({title}): P@1 / Mean Attribution (%), ours [paper]", "",
-                  "| model | Gradient P@1 | Gradient Attr | SmoothGrad P@1 | SmoothGrad Attr | IG P@1 | IG Attr |",
+                  "| model | " + " | ".join(f"{LABELS[m]} {what}" for m in METHODS for what in ("P@1", "Attr")) + " |",
                   "|---|---|---|---|---|---|---|"]
         for row, methods in results["saliency"].get(key, {}).items():
             ref = paper.get(key, {}).get(row)
             cells = []
             for i, m in enumerate(METHODS):
                 for j, metric in enumerate(("p1", "attr")):
-                    ours = methods.get(m, {}).get(metric)
+                    ours = saliency_of(methods, m).get(metric)
                     theirs = ref[2 * i + j] if ref else None
                     cells.append(f"{_fmt(ours)} [{_fmt(theirs)}]")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
