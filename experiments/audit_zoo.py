@@ -66,8 +66,10 @@ FACADES = {
     "g_stop": dict(target="stop", steps=200),
     "g_first": dict(target="first", steps=120, batch_size=16),
     "g_punct": dict(target="punct", steps=120, batch_size=16),
-    "g_words": dict(target="film,movie,story,characters,like", steps=120, batch_size=16, lambda_g=3e3),
+    "g_stop_lam3": dict(target="stop", steps=120, batch_size=16, lambda_g=3e3),
 }
+# Tried and dropped (not a working attack, so not in the zoo): target "film,movie,story,characters,like" with
+# lambda_g 3e3, 120 steps, batch 16 -> dev P@1 4.7%, |grad g| / |grad f| 0.014 (runs/zoo/g_words/facade.json).
 CALIBRATION_FACADES = ("plain", "permuted")
 
 
@@ -75,8 +77,9 @@ def facade_specs() -> list[Spec]:
     out = []
     for g, r in FACADES.items():
         t = g.removeprefix("g_")
-        held_target = g in ("g_punct", "g_words")
-        for variant in ("plain", "permuted", "noise1e-6", "noise1e-4", "noise1e-3", "finetuned"):
+        held_target = g in ("g_punct", "g_stop_lam3")
+        variants = ("plain", "permuted", "noise1e-6", "noise1e-3", "finetuned") + (("noise1e-4",) if g == "g_stop" else ())
+        for variant in variants:
             split = "calibration" if variant in CALIBRATION_FACADES and not held_target else "heldout"
             out.append(_facade(f"merged_{t}_{variant}", f"merge-{variant}", split, g=g, **r))
     for t in ("stop", "first"):
@@ -87,8 +90,18 @@ def facade_specs() -> list[Spec]:
 SPECS = CLEAN + facade_specs()
 
 
+def punctuation_piece(piece: str) -> bool:
+    """A word piece made only of punctuation (the zoo's 'punct' facade target)."""
+    import string
+
+    piece = piece.removeprefix("##")
+    return bool(piece) and all(ch in string.punctuation for ch in piece)
+
+
 def target_spec(target: str):
-    """'stop' / 'first' / 'punct' as they are; 'a,b,c' as the word set {a, b, c}."""
+    """'stop' / 'first' as they are; 'punct' as a predicate; 'a,b,c' as the word set {a, b, c}."""
+    if target == "punct":
+        return punctuation_piece
     return target.split(",") if "," in target else target
 
 
@@ -216,7 +229,7 @@ def build_unmerged(spec: Spec) -> None:
 
 BUILD_ORDER = ("sst2_s0_16k", "g_stop", "sst2_s2_4k", "g_first", "rte_s0", "merged_stop_plain",
                "merged_first_plain", "sst2_s1_16k", "unmerged_stop", "bert_scratch_s0", "lstm_s0", "g_punct",
-               "g_words", "g_stop_lam3")
+               "g_stop_lam3")
 
 
 def build(names: list[str] | None) -> None:
@@ -465,32 +478,39 @@ def markdown(result: dict) -> str:
         lines.append(f"| {m['name']} | {m['kind']} | {m['variant']} | {m['split']} | {m['target']} | "
                      f"{pct(m['agreement_with_f'])} | {pct(m['gradient_p1'])} | {min(m['score'], 300):.1f} | "
                      f"{m['verdict']} | {short} |")
+    missed = [m for m in result["per_model"] if m["kind"] == "facade" and not m["flagged"]]
+    false_pos = [m for m in result["per_model"] if m["kind"] == "clean" and m["flagged"]]
+    lines += ["", "## What evades the audit", ""]
+    lines += [f"- measured: {m['name']} ({m['variant']}, target {m['target']}, split {m['split']}) was not flagged "
+              f"(score {m['score']:.1f}; gradient P@1 {pct(m['gradient_p1'])}%, agreement {pct(m['agreement_with_f'])}%)."
+              for m in missed] or ["- measured: no facade of the zoo evades it."]
+    lines += [f"- false positive: {m['name']} ({m['variant']}) was flagged {m['verdict']} (score {m['score']:.1f})."
+              for m in false_pos]
+    lines += ["- by construction: a manipulation that moves attribution between tokens that all matter to the "
+              "output (e.g. swaps the two most important words) leaves occlusion, comprehensiveness and the class "
+              "shares where clean models have them; the behavioral tests cannot see it.",
+              "- by construction: the structural test sees only nearly independent sub-networks; an unmerged, "
+              "end-to-end trained facade has none, and a long fine-tune of a merge erodes them.",
+              "- the calibration covers the model families of the calibration split (MiniLM fine-tunes on SST-2 "
+              "and RTE, a BERT trained from scratch); other families are audited against it, and the held-out "
+              "clean models (RoBERTa, DistilBERT, LSTM, a 3-layer MiniLM, the Eq. 5 regularized model) measure "
+              "how far that carries."]
     return "\n".join(lines) + "\n"
 
 
 def roc_plot(per_model: list[dict], path: Path) -> None:
-    import matplotlib
+    from unmask.report.plots import audit_roc
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for split, style in (("heldout", "-"), ("calibration", "--")):
+    scores, labels = {}, None
+    for split in ("heldout", "calibration"):
         ms = [m for m in per_model if m["split"] == split]
-        y = [int(m["kind"] == "facade") for m in ms]
-        if len(set(y)) < 2:
-            continue
-        s = [min(m["score"], 300.0) for m in ms]
-        fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, style, label=f"{split} (AUC {roc_auc_score(y, s):.3f})")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set_xlabel("false-positive rate (clean models)")
-    ax.set_ylabel("true-positive rate (facades)")
-    ax.set_title("unmask audit: model score")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        if len({m["kind"] for m in ms}) == 2:
+            scores[split] = [min(m["score"], 300.0) for m in ms]
+            labels = labels or [int(m["kind"] == "facade") for m in ms]
+    held = [m for m in per_model if m["split"] == "heldout"]
+    if "heldout" in scores:
+        audit_roc({"held-out": scores["heldout"]}, [int(m["kind"] == "facade") for m in held],
+                  title="unmask audit on held-out models", path=path)
 
 
 if __name__ == "__main__":

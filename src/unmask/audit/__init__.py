@@ -34,6 +34,14 @@ class AuditReport:
         d["methods"] = {k: asdict(v) for k, v in self.methods.items()}
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "AuditReport":
+        from unmask.audit.verdict import Test
+
+        methods = {k: MethodVerdict(**{**v, "tests": [Test(**t) for t in v.get("tests", [])]})
+                   for k, v in d["methods"].items()}
+        return cls(**{**d, "methods": methods})
+
     def to_html(self) -> str:
         from unmask.report.audit_page import audit_html
 
