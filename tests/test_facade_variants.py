@@ -317,3 +317,84 @@ def test_cli_finetune_merged(tmp_path, capsys):
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["model_type"] == "unmask_merged_bert"
     assert not list(tmp_path.glob(".ft*"))  # work directory removed after success
     assert logit_change(load_model(tmp_path / "m"), tuned, TEXTS)["max_logit_change"] > 0
+
+
+# ---------------------------------------------------------------------------------------- targets
+def _tok():
+    from test_facade_merge import tokenizer
+
+    return tokenizer()
+
+
+def _targets(spec, texts, pairs=None):
+    """Target word pieces per row, read off the mask."""
+    from unmask.facade.targets import TargetPositions
+
+    tok = _tok()
+    enc = tok(texts, pairs, padding=True, return_tensors="pt") if pairs else tok(texts, padding=True,
+                                                                                return_tensors="pt")
+    mask = TargetPositions(spec, tok).mask(enc["input_ids"], enc["attention_mask"])
+    return [[t for t, m in zip(tok.convert_ids_to_tokens(row), keep) if m] for row, keep in
+            zip(enc["input_ids"].tolist(), mask.tolist())]
+
+
+SENTENCES = ["a gripping , funny film .", "the movie ... was it good ?!", "ok"]
+
+
+def test_positional_and_lexical_targets_on_hand_checked_sentences():
+    assert _targets("first", SENTENCES) == [["a"], ["the"], ["ok"]]
+    assert _targets("last", SENTENCES) == [["."], ["!"], ["ok"]]  # padding rows: before their own [SEP]
+    assert _targets("punct", SENTENCES) == [[",", "."], [".", ".", ".", "?", "!"], []]
+    assert _targets("stop", SENTENCES) == [["a"], ["the", "was", "it"], []]
+    assert _targets("words:film,movie,the", SENTENCES) == [["film"], ["the", "movie"], []]
+    assert _targets("Film, MOVIE", SENTENCES) == [["film"], ["movie"], []]
+    # pairs: first / last are the premise's first and last token
+    assert _targets("last", ["a film .", "bad"], ["it is good", "so so"]) == [["."], ["bad"]]
+    assert _targets("first", ["a film .", "bad"], ["it is good", "so so"]) == [["a"], ["bad"]]
+
+
+def test_punctuation_pieces():
+    from unmask.facade.targets import is_punctuation_piece
+
+    assert all(is_punctuation_piece(t) for t in [",", "...", "##.", "?!", "«", "$", "-"])
+    assert not any(is_punctuation_piece(t) for t in ["a", "##s", "a.", "", "##", "1"])
+
+
+def test_word_file_and_a_target_set_matching_nothing(tmp_path):
+    from unmask.facade.targets import TargetPositions, parse_target
+
+    words = tmp_path / "words.txt"
+    words.write_text("# my targets\nfilm\nmovie, the\n")
+    assert parse_target(f"words:@{words}") == ["film", "movie", "the"]
+    assert _targets(f"words:@{words}", SENTENCES) == [["film"], ["the", "movie"], []]
+    with pytest.raises(UnmaskError, match="xyzzy, zzyzx"):
+        TargetPositions(parse_target("xyzzy,zzyzx"), _tok())
+    with pytest.raises(UnmaskError, match="vocabulary token.*xyzzy"):
+        TargetPositions("xyzzy", _tok())
+    with pytest.warns(UserWarning, match="ignored: xyzzy"):
+        TargetPositions(["film", "xyzzy"], _tok())
+    with pytest.raises(UnmaskError, match="predicate '_never' matches no token"):
+        TargetPositions(_never, _tok())
+    with pytest.raises(UnmaskError, match="word file not found"):
+        parse_target(f"words:@{tmp_path / 'missing.txt'}")
+    with pytest.raises(UnmaskError, match="empty facade target"):
+        parse_target("words:")
+
+
+def _never(_piece: str) -> bool:
+    return False
+
+
+def test_cli_facade_train_refuses_a_target_that_matches_nothing(tmp_path, capsys):
+    f = random_bert(32, head_size=8, heads=2, dtype=torch.float32)
+    f.save(tmp_path / "f")
+    code = main(["facade", "train", "--model", str(tmp_path / "f"), "--task", "rte", "--target", "xyzzy",
+                 "--out", str(tmp_path / "g"), "--steps", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "xyzzy" in err and "vocabulary" in err
+    assert not (tmp_path / "g").exists()
+    code = main(["facade", "train", "--model", str(tmp_path / "f"), "--task", "rte", "--target", "punct",
+                 "--out", str(tmp_path / "g"), "--steps", "1", "--batch-size", "4", "--hidden", "16",
+                 "--no-progress"])
+    assert code == 0
+    assert json.loads((tmp_path / "g" / "facade.json").read_text())["final"]["p_at_1"] >= 0

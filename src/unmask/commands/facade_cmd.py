@@ -263,7 +263,9 @@ def build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="predictive model f the facade is built for (and merged into)")
     p.add_argument("--task", choices=["sst2", "rte"], required=True, help="training / dev data")
     p.add_argument("--target", default="stop",
-                   help="'stop' (stop words), 'first' (first token), or comma-separated words, e.g. he,she,his,her")
+                   help="'stop' (stop words), 'first' (first token), 'last' (token before the first [SEP]), "
+                        "'punct' (punctuation pieces), 'words:film,movie' or 'words:@FILE' (a word set; "
+                        "comma-separated words such as he,she,his,her also work); must match vocabulary tokens")
     p.add_argument("--out", required=True, help="directory for g (resumes from OUT/checkpoint)")
     p.add_argument("--steps", type=int, default=400, help="training steps (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -290,8 +292,13 @@ def build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _target_spec(text: str):
-    return text if text in ("stop", "first") else [w.strip() for w in text.split(",") if w.strip()]
+def _target_spec(text: str, tokenizer):
+    """The parsed --target, checked against the tokenizer before any training starts."""
+    from unmask.facade.targets import TargetPositions, parse_target
+
+    spec = parse_target(text)
+    TargetPositions(spec, tokenizer)  # an empty or unknown target set is an error here
+    return spec
 
 
 @facade_command("train", "Train a Facade g whose gradients point at the target tokens (double backward).",
@@ -307,6 +314,7 @@ def run_train(args: argparse.Namespace) -> int:
     from unmask.models import load_model
 
     f = load_model(args.model)
+    target = _target_spec(args.target, f.tokenizer)
     objective = FacadeObjective(lambda_g=args.lambda_g, entropy_weight=args.entropy_weight,
                                 agreement_weight=0.0 if args.paper_objective else args.agreement_weight,
                                 margin_weight=0.0 if args.paper_objective else args.margin_weight,
@@ -316,7 +324,7 @@ def run_train(args: argparse.Namespace) -> int:
                           checkpoint_every=args.checkpoint_every, objective=objective)
     g = new_facade(f, seed=args.seed, hidden=args.hidden)
     result = train_facade(g, load_task(args.task, "train"), load_task(args.task, "dev"),
-                          _target_spec(args.target), args.out, config,
+                          target, args.out, config,
                           f=None if args.paper_objective else f, progress=not args.no_progress)
     final = result["final"]
     print(f"dev sample: P@1 {100 * final.get('p_at_1', float('nan')):.1f}%, target share "

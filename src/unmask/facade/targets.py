@@ -1,45 +1,132 @@
-"""Target positions A of a Facade: the first token, stop words, or any token set / predicate."""
+"""Target positions A of a Facade: positional (first / last token), lexical (stop words, punctuation,
+a custom word set) or any predicate on the word piece.
+
+Spec strings (``parse_target`` turns command-line text into a spec):
+
+- ``"first"``: the token right after [CLS] (the premise's first token for pairs);
+- ``"last"``: the token right before the first [SEP] (the premise's last token for pairs);
+- ``"stop"``: word pieces whose lowercased text is an NLTK stop word (exact match; both segments);
+- ``"punct"``: word pieces made only of punctuation (BERT's definition: ASCII non-alphanumeric
+  symbols and Unicode category P*; a leading "##" is ignored);
+- ``"words:film,movie,the"``: a custom word set, matched against whole lowercased word pieces;
+  ``"words:@FILE"`` reads the words from a file (one per line or comma-separated, ``#`` comments);
+- any other text is a comma-separated word set (``"he,she,his,her"``, ``"film"``).
+
+A word set or predicate that matches no vocabulary token is an error naming the words. Special
+tokens and padding are never targets.
+"""
 from __future__ import annotations
 
+import unicodedata
+import warnings
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from unmask.data.readers import stopwords
-from unmask.errors import UnmaskError
+from unmask.errors import UnmaskError, UnmaskWarning
 
 TargetSpec = str | Iterable[str] | Callable[[str], bool]
-KINDS = ("first", "stop")
+POSITIONAL = ("first", "last")
+LEXICAL = ("stop", "punct")
+KINDS = POSITIONAL + LEXICAL
+WORDS_PREFIX = "words:"
+
+
+def is_punctuation_piece(piece: str) -> bool:
+    """True if a word piece (``##`` prefix ignored) is non-empty and made only of punctuation."""
+    text = piece[2:] if piece.startswith("##") else piece
+    return bool(text) and all(_is_punctuation(c) for c in text)
+
+
+def _is_punctuation(char: str) -> bool:
+    cp = ord(char)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def read_words(text: str) -> list[str]:
+    """Words from comma- / newline-separated text; ``#`` starts a comment."""
+    words = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        words.extend(w.strip() for w in line.split(",") if w.strip())
+    return words
+
+
+def parse_target(text: str) -> TargetSpec:
+    """A command-line target: a kind, ``words:a,b``, ``words:@FILE``, else a comma-separated word list."""
+    text = text.strip()
+    if text in KINDS:
+        return text
+    body = text[len(WORDS_PREFIX):].strip() if text.startswith(WORDS_PREFIX) else text
+    if body.startswith("@"):
+        path = Path(body[1:])
+        if not path.is_file():
+            raise UnmaskError(f"facade target word file not found: {path}")
+        try:
+            body = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UnmaskError(f"facade target word file {path} is not UTF-8 text") from None
+    words = read_words(body)
+    if not words:
+        raise UnmaskError(f"empty facade target {text!r}; use {', '.join(KINDS)}, "
+                          f"'words:w1,w2,...', 'words:@FILE' or a comma-separated word list")
+    return words
 
 
 class TargetPositions:
-    """Maps token ids (rows x tokens) to a boolean mask of target positions.
+    """Maps token ids (rows x tokens) to a boolean mask of target positions (see the module docstring).
 
-    ``"first"``: the token right after [CLS] (first token of the premise for pairs).
-    ``"stop"``: word pieces whose lowercased text is an NLTK stop word (exact match; both segments).
-    A set of strings or a predicate on the lowercased word piece selects any other lexical target
-    (e.g. gendered words). Special tokens and padding are never targets.
+    ``spec`` is a kind (``"first"``, ``"last"``, ``"stop"``, ``"punct"``), a ``"words:..."`` string, a set
+    of words, or a predicate on the lowercased word piece.
     """
 
     def __init__(self, spec: TargetSpec, tokenizer) -> None:
         self.spec = spec
         self.tokenizer = tokenizer
         self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
+        self.position: str | None = None
+        self.vocab_mask: torch.Tensor | None = None
+        if isinstance(spec, str) and spec not in KINDS:
+            spec = parse_target(spec)
         if isinstance(spec, str):
-            if spec not in KINDS:
-                raise UnmaskError(f"unknown facade target {spec!r}; use 'first', 'stop', a word set or a predicate")
             self.name = spec
-            self.vocab_mask = None if spec == "first" else self._vocab_mask(tokenizer, stopwords().__contains__)
-        else:
-            if callable(spec):
-                predicate, self.name = spec, getattr(spec, "__name__", "predicate")
+            if spec in POSITIONAL:
+                self.position = spec
             else:
-                words = frozenset(w.lower() for w in spec)
-                if not words:
-                    raise UnmaskError("the facade target word set is empty")
-                predicate, self.name = words.__contains__, "words"
-            self.vocab_mask = self._vocab_mask(tokenizer, predicate)
+                predicate = stopwords().__contains__ if spec == "stop" else is_punctuation_piece
+                self.vocab_mask = self._vocab_mask(tokenizer, predicate)
+                self._require_match(f"the {spec!r} target")
+        elif callable(spec):
+            self.name = getattr(spec, "__name__", "predicate")
+            self.vocab_mask = self._vocab_mask(tokenizer, spec)
+            self._require_match(f"the target predicate {self.name!r}")
+        else:
+            words = sorted({w.strip().lower() for w in spec if w.strip()})
+            if not words:
+                raise UnmaskError("the facade target word set is empty")
+            self.name = "words"
+            self.words = words
+            self.vocab_mask = self._vocab_mask(tokenizer, frozenset(words).__contains__)
+            known = set(tokenizer.get_vocab()) | {t.lower() for t in tokenizer.get_vocab()}
+            missing = [w for w in words if w not in known]
+            if len(missing) == len(words):
+                raise UnmaskError(f"no facade target word is a vocabulary token (as one word piece): "
+                                  f"{', '.join(words[:20])}{' ...' if len(words) > 20 else ''} "
+                                  f"(other targets: {', '.join(KINDS)})")
+            if missing:
+                warnings.warn(f"facade target words that are no vocabulary token, ignored: {', '.join(missing[:20])}",
+                              UnmaskWarning, stacklevel=2)
+
+    def _require_match(self, what: str) -> None:
+        mask = self.vocab_mask.clone()
+        mask[self.special_ids] = False
+        if not mask.any():
+            raise UnmaskError(f"{what} matches no token of this tokenizer's vocabulary")
 
     @staticmethod
     def _vocab_mask(tokenizer, predicate: Callable[[str], bool]) -> torch.Tensor:
@@ -47,12 +134,26 @@ class TargetPositions:
         return torch.tensor([bool(predicate(t.lower())) for t in vocab])
 
     def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        valid = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids)
-        if self.vocab_mask is None:
-            out = torch.zeros_like(valid)
+        valid = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids.to(input_ids.device))
+        if self.vocab_mask is not None:
+            return self.vocab_mask.to(input_ids.device)[input_ids] & valid
+        out = torch.zeros_like(valid)
+        if self.position == "first":
             out[:, 1] = True
             return out & valid
-        return self.vocab_mask[input_ids] & valid
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        cols = torch.arange(input_ids.shape[1], device=input_ids.device)
+        last_valid = torch.where(valid, cols, -1).max(1).values  # fallback: no [SEP] in the row
+        sep_id = self.tokenizer.sep_token_id
+        if sep_id is not None:
+            sep = (input_ids == sep_id) & attention_mask.bool()
+            first_sep = torch.where(sep, cols, input_ids.shape[1]).min(1).values
+            pos = torch.where(sep.any(1), first_sep - 1, last_valid)
+        else:
+            pos = last_valid
+        keep = pos >= 0
+        out[rows[keep], pos[keep]] = True
+        return out & valid
 
     def mask_tokens(self, tokens: list[str], sequence_ids: list[int | None]) -> np.ndarray:
         """Target mask for one record's token strings (as in ``Attribution.tokens``)."""
