@@ -221,3 +221,124 @@ def test_facade_resume_across_an_epoch_boundary_matches_uninterrupted_run(tmp_pa
     for name in ("model.safetensors",):
         x, y = load_file(str(tmp_path / "ref" / name)), load_file(str(tmp_path / "run" / name))
         assert all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_facade_with_partner_resume_matches_uninterrupted_run(tmp_path):
+    """The merged-model objective (frozen f): killed by an observer raising after step 5 (after that step's
+    checkpoint handling; the last checkpoint is step 4, so step 5 is redone), resumed, bitwise equal."""
+    from unmask.facade.objective import FacadeObjective
+    from unmask.facade.train import FacadeConfig, train_facade
+    from unmask.training.loop import observe_steps
+
+    train, dev = _facade_data()
+    f = tiny_classifier(seed=6, hidden=16, intermediate=32, layers=1)
+    cfg = dict(FACADE_CONFIG, objective=FacadeObjective(margin_weight=1.0, baseline_weight=1.0))
+    quiet = dict(f=f, progress=False, log=lambda s: None)
+    g_ref = _facade_g()
+    ref = train_facade(g_ref, train, dev, "stop", tmp_path / "ref", FacadeConfig(**cfg), **quiet)
+    with observe_steps(kill_at(5)), pytest.raises(Killed):
+        train_facade(_facade_g(), train, dev, "stop", tmp_path / "run", FacadeConfig(**cfg), **quiet)
+    g = _facade_g(seed=99)
+    got = train_facade(g, train, dev, "stop", tmp_path / "run", FacadeConfig(**cfg), **quiet)
+    assert got["history"] == ref["history"] and "grad_ratio" in got["history"][-1]
+    a, b = state(g_ref), state(g)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def kill_at(step: int):
+    """An ``observe_steps`` observer that 'kills the process' once step ``step`` is complete."""
+    def observer(loop_state):
+        if loop_state.step == step:
+            raise Killed
+    return observer
+
+
+# ---------------------------------------------------------------------------------- RP (Facade Eq. 5)
+def test_regularized_model_resume_matches_uninterrupted_run(data, tmp_path):
+    """``train_classifier`` with the RP loss (double backward) and a warm-up + linear-decay schedule,
+    killed by an observer after step 10 (second epoch; last checkpoint at step 9), resumed in a new model
+    with other weights: weights, schedule position, optimizer and history bitwise equal."""
+    from unmask.facade.regularize import regularized_loss
+    from unmask.training.loop import observe_steps
+
+    cfg = dict(CONFIG, checkpoint_every=9)
+    ref_model = fresh_model(seed=0)
+    ref = train_classifier(ref_model, *data, tmp_path / "ref", TrainConfig(**cfg), loss_fn=regularized_loss(3.0),
+                           progress=False, log=lambda s: None)
+    with observe_steps(kill_at(10)), pytest.raises(Killed):
+        train_classifier(fresh_model(seed=0), *data, tmp_path / "run", TrainConfig(**cfg),
+                         loss_fn=regularized_loss(3.0), progress=False, log=lambda s: None)
+    assert json.loads((tmp_path / "run" / "checkpoint" / "checkpoint.json").read_text())["meta"]["step"] == 9
+    model = fresh_model(seed=123)
+    got = train_classifier(model, *data, tmp_path / "run", TrainConfig(**cfg), loss_fn=regularized_loss(3.0),
+                           progress=False, log=lambda s: None)
+    assert_same_run(tmp_path / "run", model, got, (tmp_path / "ref", ref_model, ref))
+
+
+# ------------------------------------------------------------------------------------------- DiffMask
+def test_diffmask_resume_matches_uninterrupted_run(tmp_path):
+    """DiffMask on the toy GRU (hard-concrete samples from the torch RNG, Lookahead RMSprop with slow weights,
+    one Lagrange multiplier per layer): killed by an observer after step 8 (last checkpoint at 6, an epoch
+    has 3 batches), resumed into a freshly initialized DiffMask: bitwise equal to the uninterrupted run."""
+    from unmask.data.toy_counting import ToyTaskConfig, generate_toy
+    from unmask.masking import DiffMaskTrainConfig, ToyAdapter, diffmask_for, load_diffmask, train_diffmask
+    from unmask.models.gru_toy import GRUCounter
+    from unmask.training.loop import observe_steps
+
+    torch.manual_seed(0)
+    toy = generate_toy(40, seed=2, config=ToyTaskConfig(num_symbols=5, max_length=6))
+    adapter = ToyAdapter(GRUCounter(num_symbols=5, embed=8, hidden=8), toy)
+    items = list(range(len(toy)))
+    cfg = DiffMaskTrainConfig(steps=11, batch_size=16, lr_gates=1e-2, warmup_steps=4, lookahead_k=3,
+                              checkpoint_every=3, log_every=4, seed=5)
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return diffmask_for(adapter, "hidden", eps=0.1, probe_hidden=4)
+
+    quiet = dict(progress=False, log=lambda s: None)
+    ref = fresh(0)
+    ref_result = train_diffmask(ref, adapter, items, tmp_path / "ref", cfg, **quiet)
+    with observe_steps(kill_at(8)), pytest.raises(Killed):
+        train_diffmask(fresh(0), adapter, items, tmp_path / "run", cfg, **quiet)
+    dm = fresh(1)
+    got = train_diffmask(dm, adapter, items, tmp_path / "run", cfg, **quiet)
+    assert got["history"] == ref_result["history"] and got["running"] == ref_result["running"]
+    a, b = ref.state_dict(), dm.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["multipliers"], fresh(0).state_dict()["multipliers"])  # the run really moved them
+    loaded, _ = load_diffmask(tmp_path / "run")
+    assert all(torch.equal(x, y) for x, y in zip(loaded.state_dict().values(), b.values()))
+
+
+# -------------------------------------------------------------------------------------------- toy GRU
+@pytest.mark.parametrize("kill_after", [4, 6])  # mid-epoch 2 (redo from the epoch-1 checkpoint); an epoch end
+def test_toy_gru_resume_matches_uninterrupted_run(tmp_path, kill_after):
+    """``train_toy_model`` checkpoints at epoch ends (with its best-so-far weights): killed by an observer
+    after step ``kill_after``, resumed into a differently initialized GRU, it returns the same best weights,
+    history and metrics as the uninterrupted run."""
+    from unmask.data.toy_counting import ToyTaskConfig, generate_toy
+    from unmask.models.gru_toy import GRUCounter, ToyTrainConfig, train_toy_model
+    from unmask.training.loop import observe_steps
+
+    toy = generate_toy(60, seed=4, config=ToyTaskConfig(num_symbols=5, max_length=6))
+    train, dev = toy.split(0.25)  # 45 train: 3 batches of 16, 16, 13
+    cfg = ToyTrainConfig(epochs=4, batch_size=16, lr=1e-2, seed=1, target_accuracy=101.0)
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return GRUCounter(num_symbols=5, embed=8, hidden=8)
+
+    ref = fresh(0)
+    ref_result = train_toy_model(ref, train, dev, cfg, out=tmp_path / "ref", progress=False)
+    with observe_steps(kill_at(kill_after)), pytest.raises(Killed):
+        train_toy_model(fresh(0), train, dev, cfg, out=tmp_path / "run", progress=False)
+    model = fresh(7)
+    got = train_toy_model(model, train, dev, cfg, out=tmp_path / "run", progress=False)
+    assert [h["epoch"] for h in got["history"]] == [1, 2, 3, 4]
+    assert {k: v for k, v in got.items() if k != "seconds"} == {k: v for k, v in ref_result.items() if k != "seconds"}
+    a, b = ref.state_dict(), model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    x, y = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert all(torch.equal(x[k], y[k]) for k in x)
+    assert not all(torch.equal(a[k], v) for k, v in fresh(0).state_dict().items())  # it really trained

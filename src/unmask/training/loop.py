@@ -23,6 +23,7 @@ import contextvars
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,8 +201,10 @@ class TrainingLoop:
             if name in meta.get("schedulers", {}):
                 sched.load_state_dict(meta["schedulers"][name])
             else:  # a checkpoint from before the shared loop: replay the schedule
-                for _ in range(meta["step"]):
-                    sched.step()
+                with warnings.catch_warnings():  # "step() before optimizer.step()" is expected here
+                    warnings.simplefilter("ignore", UserWarning)
+                    for _ in range(meta["step"]):
+                        sched.step()
         known = {"step", "epoch", "offset", "history", "running", "extra", "stopped", "schedulers"}
         state = LoopState(step=meta["step"], history=meta.get("history", []), running=meta.get("running") or {},
                           extra=meta.get("extra", {k: v for k, v in meta.items() if k not in known}),
@@ -221,7 +224,7 @@ class TrainingLoop:
             opt.zero_grad(set_to_none=True)
         loss, stats = self.loss(batch, state)
         if not torch.isfinite(loss.detach()).all():
-            raise UnmaskError(f"{self.what}: the loss is {float(loss)} at step {state.step + 1}; "
+            raise UnmaskError(f"{self.what}: the loss is {float(loss.detach())} at step {state.step + 1}; "
                               f"lower the learning rate")
         loss.backward()
         if self.before_update is not None:
