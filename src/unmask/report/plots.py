@@ -1,7 +1,8 @@
-"""Plots for the experiments and the report (matplotlib, Agg backend; no screen needed).
+"""Plots for the experiments and the report (matplotlib ``Figure`` objects rendered by Agg; no screen needed).
 
 Every function returns a ``matplotlib.figure.Figure`` and, given ``path``, also writes it as a PNG
-(atomically). ``figure_to_data_uri`` embeds a figure in a self-contained HTML page.
+(atomically). Figures are built without pyplot: no global backend switch, nothing to close, safe in
+threads (the server) and shown inline by Jupyter when returned from a cell. ``figure_to_data_uri`` embeds a figure in a self-contained HTML page.
 
 Inputs are the shapes the experiments write:
 - ``facade_bars``: ``experiments/results/facade_sst2.json`` (``saliency[target][model][method] = {p1, attr}``)
@@ -17,21 +18,22 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from unmask.errors import UnmaskError  # noqa: E402
-from unmask.io import write_bytes_atomic  # noqa: E402
+from unmask.errors import UnmaskError
+from unmask.io import write_bytes_atomic
 
 METHOD_TITLES = {"gradient": "Gradient", "gradient_x_input": "Gradient x input", "smoothgrad": "SmoothGrad",
                  "integrated_gradients": "IG", "leave_one_out": "Leave-one-out", "attention": "Attention",
                  "attention_rollout": "Attention rollout"}
 TARGET_TITLES = {"ft": "first token", "stop": "stop words"}
 METRIC_TITLES = {"p1": "P@1 (%)", "attr": "mean attribution (%)"}
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (5.0, 3.5), squeeze: bool = True):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -84,7 +86,7 @@ def facade_bars(results: Mapping, targets: Sequence[str] | None = None, metrics:
     for m in metrics:
         if m not in METRIC_TITLES:
             raise UnmaskError(f"unknown metric {m!r}; choose from {', '.join(METRIC_TITLES)}")
-    fig, axes = plt.subplots(len(targets), len(metrics), figsize=(5.2 * len(metrics), 3.4 * len(targets)),
+    fig, axes = _subplots(len(targets), len(metrics), figsize=(5.2 * len(metrics), 3.4 * len(targets)),
                              squeeze=False)
     for i, target in enumerate(targets):
         rows = _need(saliency, target, "Facade results 'saliency'")
@@ -116,7 +118,7 @@ def hotflip_histogram(results: Mapping, models: Sequence[str] | None = None, per
         counts = np.array([float(hist.get(b, 0)) for b in bins])
         total = float(hot[n].get("n", counts.sum())) or 1.0
         series[n] = list(100 * counts / total if percent else counts)
-    fig, ax = plt.subplots(figsize=(min(11.0, 3.0 + 0.45 * len(bins)), 3.4))
+    fig, ax = _subplots(figsize=(min(11.0, 3.0 + 0.45 * len(bins)), 3.4))
     width = 0.8 / len(names)
     x = np.arange(len(bins))
     for k, (n, values) in enumerate(series.items()):
@@ -134,7 +136,7 @@ def diffmask_kept(results: Mapping, modes: Sequence[str] = ("input", "hidden"), 
     """DiffMask's kept share per layer (0 = embeddings), one line per model, one panel per mode."""
     entries = _need(results, "models", "DiffMask results")
     names = list(models or entries)
-    fig, axes = plt.subplots(1, len(modes), figsize=(4.6 * len(modes), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(modes), figsize=(4.6 * len(modes), 3.4), squeeze=False)
     for ax, mode in zip(axes[0], modes):
         for n in names:
             dm = _need(_need(entries[n], "diffmask", f"DiffMask results of {n}"), mode, f"DiffMask results of {n}")
@@ -158,7 +160,7 @@ def faithfulness_curves(fractions: Sequence[float], curves: Mapping[str, Sequenc
         raise UnmaskError("faithfulness curves: give a non-empty list of fractions")
     if not curves:
         raise UnmaskError("faithfulness curves: no method curves given")
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = _subplots(figsize=(5.2, 3.6))
     for name, values in curves.items():
         y = np.asarray(values, dtype=float)
         if y.shape != x.shape:
@@ -197,7 +199,7 @@ def audit_roc(scores: Sequence[float] | Mapping[str, Sequence[float]], labels: S
               title: str = "audit ROC", path: str | Path | None = None) -> Figure:
     """ROC of detector scores against 0/1 labels; one curve per score set, its AUC in the legend."""
     sets = dict(scores) if isinstance(scores, Mapping) else {"audit": scores}
-    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    fig, ax = _subplots(figsize=(4.4, 4.2))
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance (AUC 0.500)")
     for name, s in sets.items():
         fpr, tpr, auc = roc_points(s, labels)
