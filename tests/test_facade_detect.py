@@ -68,6 +68,7 @@ def test_trained_facade_is_flagged_and_plain_model_is_not(tmp_path):
     clean = detect_facade(f, probe, ig_steps=8)
     assert flagged.suspicious and any(c.facade for c in flagged.components), flagged
     assert not any(c.facade for c in clean.components) and len(clean.components) == 1
+    assert not clean.suspicious, clean.verdict  # the plain model passes the whole check, rank agreement included
     facade = next(c for c in flagged.components if c.facade)
     assert facade.size == 16 and facade.gradient_share > 0.5 and facade.margin_share < 0.1
 
