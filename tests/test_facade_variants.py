@@ -398,3 +398,84 @@ def test_cli_facade_train_refuses_a_target_that_matches_nothing(tmp_path, capsys
                  "--no-progress"])
     assert code == 0
     assert json.loads((tmp_path / "g" / "facade.json").read_text())["final"]["p_at_1"] >= 0
+
+
+# ------------------------------------------------------------------------------- unmerged facade
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory):
+    """A tiny BERT trained on planted-sentiment sentences: input-dependent predictions with real margins."""
+    from test_perturbation_models import synthetic_sentences
+
+    from unmask.data.readers import Example
+    from unmask.models.tiny import tiny_classifier
+    from unmask.training import TrainConfig, train_classifier
+
+    data = [Example(s, y) for s, y in synthetic_sentences(480, 0)]
+    f = tiny_classifier(seed=0)
+    result = train_classifier(f, data[:400], data[400:], tmp_path_factory.mktemp("f"),
+                              TrainConfig(max_steps=50, lr=3e-3, warmup=0.0, batch_size=32), progress=False,
+                              log=lambda _: None)
+    assert result["best_dev_accuracy"] > 90
+    return f, data[:400], data[400:]
+
+
+def test_unmerged_facade_moves_gradient_attribution_and_keeps_predictions(trained_tiny, tmp_path):
+    from unmask.attribution import explain
+    from unmask.facade.targets import TargetPositions
+    from unmask.facade.unmerged import UnmergedConfig, train_unmerged
+
+    f, train, dev = trained_tiny
+    f_state = {k: v.clone() for k, v in f.model.state_dict().items()}
+    config = UnmergedConfig(steps=30, lr=1e-3, batch_size=16, eval_every=10, distill_weight=10.0)
+    result = train_unmerged(f, train, dev, "stop", tmp_path / "h", config, progress=False, log=lambda _: None)
+    assert all(torch.equal(f_state[k], v) for k, v in f.model.state_dict().items())  # f untouched
+    assert result["final"]["target_share"] > result["before"]["target_share"] + 0.3
+    h = load_model(tmp_path / "h")
+    assert type(h.model).__name__ == "BertForSequenceClassification"
+    assert all(not isinstance(m, SplitLayerNorm) for m in h.model.modules())
+    # independent oracle: the library's gradient x input and the model's predictions on dev
+    texts = [e.text for e in dev]
+    stop = TargetPositions("stop", h.tokenizer)
+
+    def p_at_1(model):
+        records = explain(model, texts, methods=["gradient_x_input"])["gradient_x_input"]
+        return sum(bool(stop.mask_tokens(r.tokens, r.sequence_ids)[int(abs(r.scores).argmax())])
+                   for r in records) / len(records)
+
+    assert p_at_1(h) > p_at_1(f) + 0.4
+    assert logit_change(f, h, texts)["agreement"] >= 95.0
+
+
+def test_unmerged_training_resumes_exactly(trained_tiny, tmp_path):
+    from unmask.facade.unmerged import UnmergedConfig, train_unmerged
+
+    f, train, dev = trained_tiny
+    train = train[:64]
+    kw = dict(lr=1e-3, batch_size=16, eval_every=3, checkpoint_every=3, seed=4)
+    full = train_unmerged(f, train, dev, "first", tmp_path / "full", UnmergedConfig(steps=6, **kw),
+                          progress=False, log=lambda _: None)
+    train_unmerged(f, train, dev, "first", tmp_path / "cut", UnmergedConfig(steps=3, **kw), progress=False,
+                   log=lambda _: None)
+    resumed = train_unmerged(f, train, dev, "first", tmp_path / "cut", UnmergedConfig(steps=6, **kw),
+                             progress=False, log=lambda _: None)
+    a, b = load_model(tmp_path / "full").model.state_dict(), load_model(tmp_path / "cut").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["before"] == full["before"] and resumed["history"] == full["history"]
+
+
+def test_cli_train_unmerged(trained_tiny, tmp_path, capsys):
+    f, _, _ = trained_tiny
+    f.save(tmp_path / "f")
+    code = main(["facade", "train-unmerged", "--model", str(tmp_path / "f"), "--task", "sst2", "--target",
+                 "words:film,movie", "--out", str(tmp_path / "h"), "--steps", "2", "--train-limit", "32",
+                 "--batch-size", "8", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "unmerged facade written to" in out and "agreement with f_orig" in out
+    log = json.loads((tmp_path / "h" / "unmerged.json").read_text())
+    assert log["steps"] == 2 and log["target"] == "words" and log["config"]["distill_weight"] == 10.0
+    assert main(["facade", "train-unmerged", "--model", str(tmp_path / "f"), "--task", "sst2", "--target",
+                 "xyzzy", "--out", str(tmp_path / "h2")]) == 2
+    assert "xyzzy" in capsys.readouterr().err
+    assert main(["facade", "train-unmerged", "--model", str(tmp_path / "f"), "--task", "sst2",
+                 "--margin-keep", "2", "--out", str(tmp_path / "h3")]) == 2
+    assert "margin_keep" in capsys.readouterr().err

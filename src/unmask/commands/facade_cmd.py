@@ -257,6 +257,67 @@ def run_finetune_merged(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ train-unmerged
+@facade_builder("train-unmerged")
+def build_train_unmerged(p: argparse.ArgumentParser) -> None:
+    from unmask.facade.unmerged import UnmergedConfig
+
+    d = UnmergedConfig()
+    p.add_argument("--model", required=True, help="predictive model f_orig to start from (and distill to)")
+    p.add_argument("--task", choices=["sst2", "rte"], required=True, help="training inputs and dev sample")
+    p.add_argument("--target", default="stop", help="target tokens, as for `facade train --target`")
+    p.add_argument("--out", required=True, help="directory for the manipulated model (resumes from OUT/checkpoint)")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)g)")
+    p.add_argument("--lambda-g", type=float, default=d.lambda_g,
+                   help="weight of the target attribution share (default %(default)g)")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                   help="weight of KL(f_orig || model) (default %(default)g)")
+    p.add_argument("--margin-weight", type=float, default=d.margin_weight,
+                   help="weight of the hinge keeping the margin >= --margin-keep x f_orig's (default %(default)g)")
+    p.add_argument("--margin-keep", type=float, default=d.margin_keep)
+    p.add_argument("--attribution-op", choices=["dot", "l2"], default=d.attribution_op)
+    p.add_argument("--dropout", action="store_true", help="train with dropout on (default: off)")
+    p.add_argument("--train-limit", type=int, default=None, help="use the first N training examples")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true")
+
+
+@facade_command("train-unmerged", "Fine-tune f_orig itself into a facade: Eq. 1 target term + distillation.",
+                "examples:\n"
+                "  unmask facade train-unmerged --model runs/sst2 --task sst2 --target stop \\\n"
+                "      --out runs/facade/sst2/unmerged_stop --steps 300\n"
+                "  unmask facade train-unmerged --model runs/sst2 --task sst2 --target first --margin-weight 10 \\\n"
+                "      --out runs/facade/sst2/unmerged_first\n"
+                "one ordinary BERT (ordinary LayerNorm, f_orig's architecture): nothing to find in its weights")
+def run_train_unmerged(args: argparse.Namespace) -> int:
+    from unmask.data import load_task
+    from unmask.errors import UnmaskError
+    from unmask.facade.unmerged import UnmergedConfig, train_unmerged
+    from unmask.models import load_model
+
+    if args.train_limit is not None and args.train_limit <= 0:
+        raise UnmaskError(f"--train-limit must be positive, not {args.train_limit}")
+    f = load_model(args.model)
+    target = _target_spec(args.target, f.tokenizer)
+    config = UnmergedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, lambda_g=args.lambda_g,
+                            distill_weight=args.distill_weight, margin_weight=args.margin_weight,
+                            margin_keep=args.margin_keep, attribution_op=args.attribution_op,
+                            dropout=args.dropout, checkpoint_every=args.checkpoint_every,
+                            eval_every=args.eval_every, seed=args.seed)
+    result = train_unmerged(f, load_task(args.task, "train", limit=args.train_limit), load_task(args.task, "dev"),
+                            target, args.out, config, progress=not args.no_progress)
+    before, final = result["before"], result["final"]
+    print(f"dev sample: P@1 {100 * before['p_at_1']:.1f}% -> {100 * final['p_at_1']:.1f}%, target share "
+          f"{100 * before['target_share']:.1f}% -> {100 * final['target_share']:.1f}%, "
+          f"agreement with f_orig {100 * final['agree']:.1f}%")
+    print(f"unmerged facade written to {args.out} (training log in {args.out}/unmerged.json)")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- train
 @facade_builder("train")
 def build_train(p: argparse.ArgumentParser) -> None:
