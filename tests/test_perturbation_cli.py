@@ -56,12 +56,15 @@ def test_triggers_from_a_data_file(model_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["hotflip", "a film", "--max-flips", "0"], "budget"),
-    (["reduce", "a film", "--segment", "1"], "no pair"),
-    (["reduce", " "], "empty"),
-    (["triggers", "--task", "sst2", "--label", "neutral"], "unknown label"),
+    (["hotflip", "a film", "--max-flips", "0"],
+     "unmask hotflip: error: max_flips (the flip budget) must be >= 1 or None, got 0"),
+    (["reduce", "a film", "--segment", "1"],
+     "unmask reduce: error: segment 1 (the pair text) was requested but the input has no pair text"),
+    (["reduce", " "], "unmask reduce: error: input text #0 is empty"),
+    (["triggers", "--task", "sst2", "--label", "neutral"],
+     "unmask triggers: error: unknown label 'neutral'; this model has labels 0=LABEL_0, 1=LABEL_1"),
 ])
 def test_cli_errors_exit_2_with_one_message(model_dir, capsys, argv, message):
     assert main(argv + ["--model", model_dir]) == 2
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    out, err = capsys.readouterr()
+    assert err == message + "\n" and out == ""  # exactly one line, nothing else
