@@ -235,6 +235,8 @@ def test_bad_input_raises_one_clear_error():
         structural_evidence(model, max_parts=1)
     with pytest.raises(UnmaskError, match="texts is empty"):
         structural_evidence(model, texts=[])
+    with pytest.raises(UnmaskError, match="pairs given without texts"):
+        structural_evidence(model, pairs=["a"])
     with pytest.raises(UnmaskError, match="min_part"):
         structural_evidence(model, min_part=17)
     broken = copy.deepcopy(model)

@@ -40,7 +40,7 @@ tokens correlate). The weight statistics ignore LayerNorm, so a merge written wi
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -79,14 +79,13 @@ class StructuralEvidence:
     activation_coupling_by_layer: list[float] | None = None
     n_texts: int = 0
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 # ------------------------------------------------------------------------------------------ layout
-SAMPLE = 1 << 17  # entries per matrix the medians are taken over (all of them in smaller matrices)
+SAMPLE = 1 << 16  # entries per matrix the medians are taken over (all of them in smaller matrices)
 
 
 @dataclass
@@ -105,12 +104,9 @@ class _Matrix:
     @classmethod
     def of(cls, kind: str, module: str, weight: torch.Tensor, rows: str, cols: str,
            row_index: np.ndarray | None = None, col_index: np.ndarray | None = None) -> "_Matrix":
-        """Sample ``weight``'s entries (deterministically; every entry when it has <= SAMPLE)."""
+        """Sample ``weight``'s entries (fixed seed, with replacement; every entry when it has <= SAMPLE)."""
         n_rows, n_cols = weight.shape
-        if n_rows * n_cols <= SAMPLE:
-            flat = np.arange(n_rows * n_cols)
-        else:
-            flat = np.random.default_rng(n_rows * 7919 + n_cols).choice(n_rows * n_cols, SAMPLE, replace=False)
+        flat = _sample_index(n_rows * n_cols, n_rows * 7919 + n_cols)
         r, c = flat // n_cols, flat % n_cols
         values = weight.numpy().reshape(-1)[flat]
         return cls(kind, module, rows, cols, values, row_index[r] if row_index is not None else r,
@@ -138,12 +134,18 @@ class _Layout:
     classifier_space: str
 
 
+def _sample_index(n: int, seed: int) -> np.ndarray:
+    """Every flat index when n <= SAMPLE, else SAMPLE indices drawn uniformly (fixed seed)."""
+    return np.arange(n) if n <= SAMPLE else np.random.default_rng(seed).integers(0, n, SAMPLE)
+
+
 def _scaled_abs(w: torch.Tensor) -> torch.Tensor:
-    """|W| divided by its 90th-percentile magnitude (robust to outliers and to up to 90% zeros)."""
+    """|W| divided by its 90th-percentile magnitude (robust to outliers and to up to 90% zeros), the
+    percentile taken over a fixed sample of the entries."""
     a = w.detach().abs().float()
     flat = a.flatten().numpy()
-    k = min(flat.size - 1, int(0.9 * flat.size))
-    scale = float(np.partition(flat, k)[k])
+    sample = np.sort(flat[_sample_index(flat.size, flat.size)])
+    scale = float(sample[min(sample.size - 1, int(0.9 * sample.size))])
     if not scale > 0:
         scale = float(flat.max())
     return a / max(scale, 1e-30)
@@ -461,6 +463,8 @@ def structural_evidence(model: TextClassifier, max_parts: int = 3, texts: list[s
         raise UnmaskError(f"max_parts must be an integer >= 2, not {max_parts!r}")
     if texts is not None and not texts:
         raise UnmaskError("structural evidence: texts is empty (give None to skip the activation checks)")
+    if pairs is not None and texts is None:
+        raise UnmaskError("structural evidence: pairs given without texts")
     if batch_size < 1:
         raise UnmaskError(f"batch_size must be >= 1, not {batch_size}")
     with torch.no_grad():
