@@ -206,3 +206,21 @@ def test_bad_loop_settings_are_clear_errors(tmp_path):
     run.loop.loss = lambda b, s: (torch.tensor(float("nan"), requires_grad=True), {})
     with pytest.raises(UnmaskError, match="loss is nan at step 1"):
         run.loop.run()
+
+
+def test_each_epoch_order_is_computed_once(tmp_path):
+    run = Run(tmp_path, max_steps=8)
+    calls = []
+    batches = run.loop.batches
+    run.loop.batches = lambda epoch: calls.append(epoch) or batches(epoch)
+    run.loop.run()
+    assert calls == [0, 1, 2]
+
+
+def test_a_checkpoint_for_other_data_is_a_clear_error(tmp_path):
+    with observe_steps(kill_at(2)), pytest.raises(Killed):
+        Run(tmp_path).loop.run()
+    run = Run(tmp_path)
+    run.loop.batches = lambda epoch: [[0, 1]]  # one batch per epoch: batch 2 of epoch 0 does not exist
+    with pytest.raises(UnmaskError, match="other data"):
+        run.loop.run()

@@ -252,10 +252,16 @@ class TrainingLoop:
         observers = _OBSERVERS.get()
         with tqdm(total=self.max_steps, initial=min(state.step, self.max_steps), desc=self.desc,
                   disable=not self.progress) as bar:
+            epoch, batches = None, []
             while state.step < self.max_steps and not state.stopped:
-                batches = self.batches(state.epoch)
-                if not batches:
-                    raise UnmaskError(f"{self.what}: epoch {state.epoch} has no batches")
+                if epoch != state.epoch:  # one epoch's order, computed once
+                    epoch, batches = state.epoch, self.batches(state.epoch)
+                    if not batches:
+                        raise UnmaskError(f"{self.what}: epoch {state.epoch} has no batches")
+                    if state.offset >= len(batches):
+                        raise UnmaskError(f"{self.what}: the checkpoint in {self.checkpoint_dir} is at batch "
+                                          f"{state.offset} of epoch {state.epoch}, which has {len(batches)} "
+                                          f"batches: it was written for other data; delete it to start over")
                 stats = self._update(batches[state.offset], state)
                 state.step += 1
                 state.offset += 1
