@@ -1,6 +1,7 @@
 """DiffMask adapters on real model code: the toy task / GRU and BERT (hooks), explain records, CLI."""
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -136,24 +137,68 @@ def test_hidden_state_replacement_reruns_the_rest_of_the_network(tiny_model):
         adapter.logits_with(a, 3, last)
 
 
+KEEP_SHIFT = 0.2 * math.log(5.0)  # -T log(-l / r) with T = 0.2, l = -0.2, r = 1: P(gate != 0) = sigmoid(loc + this)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _keep_by_hand(dm, tiny_model, mode, batch):
+    """Keep probabilities recomputed from the model's own hidden states and the probes' weights (numpy):
+    location = 10 tanh(W2 tanh(W1 v + b1) + b2) + bias with v = [x; h_k] (input) or h_k (hidden); a gate is
+    kept with sigmoid(location + KEEP_SHIFT); input mode multiplies the votes of layers 0..k."""
+    hf = tiny_model.model
+    with torch.no_grad():
+        out = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                 token_type_ids=batch.token_type_ids, output_hidden_states=True)
+        x = hf.bert.embeddings.word_embeddings(batch.input_ids).numpy()
+    keep = []
+    for k, h in enumerate(out.hidden_states):
+        probe = dm.probes.probes[k]
+        w1, b1 = probe.mlp[0].weight.detach().numpy(), probe.mlp[0].bias.detach().numpy()
+        w2, b2 = probe.mlp[2].weight.detach().numpy()[0], probe.mlp[2].bias.detach().numpy()[0]
+        v = np.concatenate([x, h.numpy()], -1) if mode == "input" else h.numpy()
+        loc = 10.0 * np.tanh(np.tanh(v @ w1.T + b1) @ w2 + b2) + float(probe.bias.detach())
+        keep.append(_sigmoid(loc + KEEP_SHIFT))
+    keep = np.stack(keep, 1)  # (B, L + 1, T)
+    if mode == "input":
+        keep = np.cumprod(keep, 1)
+    return keep * batch.attention_mask.numpy()[:, None, :]
+
+
 @pytest.mark.parametrize("mode", ["input", "hidden"])
 def test_explain_returns_one_record_per_layer(tiny_model, mode):
     adapter = ClassifierAdapter(tiny_model)
     torch.manual_seed(0)
     dm = diffmask_for(adapter, mode)
+    batch = tiny_model.encode(TEXTS)
+    # closed form first: probes that ignore their input (output weights 0) and biases 0, 1, 2
+    with torch.no_grad():
+        for k, probe in enumerate(dm.probes.probes):
+            probe.mlp[2].weight.zero_()
+            probe.mlp[2].bias.zero_()
+            probe.bias.fill_(float(k))
+    records = explain_diffmask(dm, tiny_model, TEXTS, layers=[0, 1, 2])
+    per_layer = [_sigmoid(k + KEEP_SHIFT) for k in range(3)]  # 0.5798, 0.7895, 0.9107
+    for k in range(3):
+        expected = np.prod(per_layer[:k + 1]) if mode == "input" else per_layer[k]
+        for i, r in enumerate(records[k]):
+            assert np.allclose(r.scores, expected, atol=1e-6) and len(r.scores) == batch.lengths[i]
+    # then random probes against the numpy re-computation from the model's hidden states
     for p in dm.probes.parameters():
         torch.nn.init.normal_(p, std=0.5)
     records = explain_diffmask(dm, tiny_model, TEXTS, layers=[0, 2])
     assert list(records) == [0, 2]
-    batch = tiny_model.encode(TEXTS)
-    keep = dm.keep_all_layers(adapter.states(batch)).detach()
+    keep = _keep_by_hand(dm, tiny_model, mode, batch)
+    assert keep.min() < 0.2 and keep.max() > 0.8  # the random probes give varied scores, not all equal
     for k, recs in records.items():
         assert len(recs) == len(TEXTS)
         for i, r in enumerate(recs):
             n = batch.lengths[i]
             assert r.tokens == batch.tokens[i][:n] and r.method == f"diffmask_{mode}"
             assert r.params["layer"] == k and ((r.scores >= 0) & (r.scores <= 1)).all()
-            assert np.allclose(r.scores, keep[i, k, :n].numpy(), atol=1e-6)
+            assert np.allclose(r.scores, keep[i, k, :n], atol=1e-5)
     via_explain = unmask.explain(tiny_model, TEXTS, methods=[DiffMaskAttribution(dm, layer=2)])
     got = via_explain[f"diffmask_{mode}"]
     for a, b in zip(got, records[2]):
