@@ -48,7 +48,8 @@ def test_same_public_parameters_but_different_objects_are_numbered():
 
 
 @pytest.mark.parametrize("methods, message", [
-    (["leave_one_out", "loo"], "'leave_one_out' given twice with the same parameters \\(as 'leave_one_out' and 'loo'\\)"),
+    (["leave_one_out", "loo"],
+     "'leave_one_out' given twice with the same parameters \\(as 'leave_one_out' and 'loo'\\)"),
     (["gradient", "gradient"], "'gradient' given twice"),
     ([IntegratedGradients(steps=8), IntegratedGradients(steps=8)], "'integrated_gradients' given twice"),
 ])

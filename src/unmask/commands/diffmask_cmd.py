@@ -92,10 +92,10 @@ def _train(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from unmask.io import write_json_atomic, write_text_atomic
     from unmask.masking import explain_diffmask, load_diffmask
     from unmask.models import load_model
     from unmask.report.html import attributions_page
-    from unmask.io import write_json_atomic, write_text_atomic
 
     model = load_model(args.model)
     diffmask, saved = load_diffmask(args.diffmask)
