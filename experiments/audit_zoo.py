@@ -23,7 +23,7 @@ from unmask.errors import UnmaskError
 
 ROOT = Path("runs/zoo")
 BASE = "sst2_s0_16k"          # the predictive model every facade is built for
-EVAL_N = 80                   # SST-2 / RTE dev inputs audited per model
+EVAL_N = 40                   # SST-2 / RTE dev inputs audited per model
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ CLEAN = [
     _clean("sst2_s0_16k", "minilm-finetune", "calibration", limit=16000, seed=0),
     _clean("sst2_s0_8k", "minilm-finetune", "calibration", limit=8000, seed=0),
     _clean("sst2_s2_4k", "minilm-finetune", "calibration", limit=4000, seed=2),
+    _clean("sst2_s4_8k", "minilm-finetune", "calibration", limit=8000, seed=4, lr=3e-5),
+    _clean("sst2_s5_4k", "minilm-finetune", "calibration", limit=4000, seed=5, lr=8e-5),
     _clean("rte_s0", "minilm-finetune", "calibration", task="rte", epochs=3, seed=0),
     _clean("bert_scratch_s0", "bert-from-scratch", "calibration", arch="bert", limit=16000, epochs=2, seed=0),
     _clean("sst2_s1_16k", "minilm-finetune", "heldout", limit=16000, seed=1, lr=3e-5),
@@ -78,12 +80,13 @@ def facade_specs() -> list[Spec]:
     for g, r in FACADES.items():
         t = g.removeprefix("g_")
         held_target = g in ("g_punct", "g_stop_lam3")
-        variants = ("plain", "permuted", "noise1e-6", "noise1e-3", "finetuned") + (("noise1e-4",) if g == "g_stop" else ())
+        variants = {"g_punct": ("plain", "noise1e-3", "finetuned"),
+                    "g_stop_lam3": ("plain", "permuted", "noise1e-6")}.get(
+            g, ("plain", "permuted", "noise1e-6", "noise1e-3", "finetuned"))
         for variant in variants:
             split = "calibration" if variant in CALIBRATION_FACADES and not held_target else "heldout"
             out.append(_facade(f"merged_{t}_{variant}", f"merge-{variant}", split, g=g, **r))
-    for t in ("stop", "first"):
-        out.append(_facade(f"unmerged_{t}", "unmerged-distilled", "heldout", target=t))
+    out.append(_facade("unmerged_stop", "unmerged-distilled", "heldout", target="stop"))
     return out
 
 
@@ -223,8 +226,12 @@ def build_unmerged(spec: Spec) -> None:
     from unmask.models import load_model
 
     f = load_model(ROOT / BASE)
+    from unmask.facade.unmerged import UnmergedConfig
+
+    cfg = UnmergedConfig(steps=120, batch_size=16, max_length=64, checkpoint_every=20, eval_every=40,
+                         margin_weight=1.0)
     train_unmerged(f, load_task("sst2", "train"), load_task("sst2", "dev"), spec.recipe["target"],
-                   ROOT / spec.name, progress=False, log=log)
+                   ROOT / spec.name, cfg, progress=False, log=log)
 
 
 BUILD_ORDER = ("sst2_s0_16k", "g_stop", "sst2_s2_4k", "g_first", "rte_s0", "merged_stop_plain",

@@ -27,9 +27,14 @@ from unmask.io import write_json_atomic
 # Floors on the clean standard deviation, in each statistic's own units.
 SIGMA_FLOOR = {"unfaithfulness": 0.08, "top1_miss": 0.05, "pileup": 0.04, "magnitude_ratio": 0.15,
                "first_order_miss": 0.05, "structure": 0.3}
-# Statistics measured on every method, and once per model.
-METHOD_STATS = ("unfaithfulness", "top1_miss", "pileup")
-MODEL_STATS = ("magnitude_ratio", "first_order_miss")
+# Statistics tested on every method, and once per model (for the local-gradient methods). Also measured and
+# reported, but not tested: unfaithfulness (on clean fine-tuned MiniLM, gradient x input's ranking is already
+# at or below random comprehensiveness, so a facade cannot make it much worse) and first_order_miss (clean
+# models' first-order predictions barely correlate with occlusion either).
+METHOD_STATS = ("top1_miss", "pileup")
+MODEL_STATS = ("magnitude_ratio",)
+REPORTED_METHOD_STATS = ("unfaithfulness",)
+REPORTED_MODEL_STATS = ("first_order_miss",)
 
 
 def floor_for(key: str) -> float:
@@ -88,9 +93,9 @@ def statistics(evidence: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     behavior = evidence["behavior"]
     for name, m in behavior["methods"].items():
-        for s in METHOD_STATS:
+        for s in METHOD_STATS + REPORTED_METHOD_STATS:
             out[f"{name}.{s}"] = float(m[s])
-    for s in MODEL_STATS:
+    for s in MODEL_STATS + REPORTED_MODEL_STATS:
         out[f"model.{s}"] = float(behavior[s])
     structure = evidence.get("structure")
     if structure and structure.get("coupling") is not None:

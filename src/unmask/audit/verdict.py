@@ -3,7 +3,7 @@
 Every statistic is turned into a tail probability under the clean population (``calibration.py``). A
 method's p-value is the smallest tail among its tests times their number (Bonferroni); the model's is the
 smallest method (or structural) p-value times the number of those. Thresholds are fixed in advance, not
-fitted on attacks: ``suspect`` below ``SUSPECT_P`` (1%), ``manipulated`` below ``MANIPULATED_P`` (1e-4).
+fitted on attacks: ``suspect`` below ``SUSPECT_P`` (1%), ``manipulated`` below ``MANIPULATED_P`` (0.1%).
 The model score is -log10 of its p-value, so a score of 2 means "a clean model reaches this in 1% of cases"
 as far as the calibration models can tell.
 """
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from unmask.audit.calibration import METHOD_STATS, MODEL_STATS, Calibration, floor_for, statistics
 
 SUSPECT_P = 1e-2
-MANIPULATED_P = 1e-4
+MANIPULATED_P = 1e-3
 LOCAL_GRADIENT = ("gradient", "gradient_x_input", "smoothgrad")
 LABELS = {"gradient": "Gradient (L2 norm)", "gradient_x_input": "Gradient x input",
           "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated gradients",

@@ -1,0 +1,167 @@
+"""The audit on tiny trained models: calibrated on clean twins only, it flags a merged stop-word facade,
+its noise-concealed and permuted twins and an unmerged facade, and passes a held-out clean model."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from unmask.audit import audit
+from unmask.audit.behavior import behavioral_evidence, first_order_occlusion, magnitude_consistency
+from unmask.audit.calibration import Calibration, fit
+from unmask.data.readers import Example
+from unmask.errors import UnmaskError
+from unmask.models.tiny import tiny_classifier
+
+WORDS = "the a movie film good bad is was very not and of it".split()
+METHODS = ("gradient_x_input", "smoothgrad", "integrated_gradients")
+
+
+def _texts(n, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (6,), generator=gen).tolist()) for _ in range(n)]
+
+
+def _label(t):
+    return int("good" in t.split()) if "bad" not in t.split() else 0
+
+
+def _data():
+    texts = _texts(160)
+    return [Example(t, _label(t)) for t in texts[:128]], [Example(t, _label(t)) for t in texts[128:]]
+
+
+def _clean(seed, tmp):
+    from unmask.training import TrainConfig, train_classifier
+
+    train, dev = _data()
+    f = tiny_classifier(seed=seed)
+    train_classifier(f, train, dev, tmp / f"f{seed}", TrainConfig(epochs=12, batch_size=16, lr=3e-3, seed=seed),
+                     progress=False, log=lambda s: None)
+    return f
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    from unmask.facade.merge import merge
+    from unmask.facade.objective import FacadeObjective
+    from unmask.facade.train import FacadeConfig, train_facade
+
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("audit")
+    probe = _texts(24, seed=1)
+    calibration = fit({f"clean{s}": _evidence(_clean(s, tmp), probe) for s in (5, 6, 7, 8, 9, 10)},
+                      source="test")
+    f = _clean(3, tmp)
+    train, dev = _data()
+    g = tiny_classifier(seed=4, hidden=16, heads=2)
+    cfg = FacadeConfig(steps=60, batch_size=16, lr=3e-3, eval_every=60, eval_size=32, checkpoint_every=60,
+                       objective=FacadeObjective(entropy_weight=1e3, agreement_weight=1e4))
+    train_facade(g, train, dev, "stop", tmp / "g", cfg, f=f, progress=False, log=lambda s: None)
+    return {"f": f, "merged": merge(f, g), "calibration": calibration, "probe": probe, "tmp": tmp}
+
+
+def _evidence(model, texts):
+    from unmask.audit import structural
+
+    return {"behavior": behavioral_evidence(model, texts, methods=METHODS).to_dict(),
+            "structure": structural(model)}
+
+
+def _audit(model, zoo):
+    return audit(model, zoo["probe"], methods=METHODS, calibration=zoo["calibration"])
+
+
+def test_clean_heldout_model_passes(zoo):
+    report = _audit(zoo["f"], zoo)
+    assert report.verdict == "trustworthy", report.summary
+    assert all(v.verdict in ("trustworthy", "reference") for v in report.methods.values())
+    assert "No sign" in report.summary
+
+
+def test_merged_facade_is_flagged_with_gradient_manipulated(zoo):
+    report = _audit(zoo["merged"], zoo)
+    assert report.verdict in ("suspect", "manipulated"), report.summary
+    assert report.methods["gradient_x_input"].verdict in ("suspect", "manipulated")
+    assert report.methods["gradient_x_input"].reasons
+    assert report.p_value < 0.01 and report.score > 2
+    json.dumps(report.to_dict(), default=float)  # JSON-ready
+
+
+def test_concealed_and_permuted_twins_compute_the_same_function_and_are_flagged(zoo):
+    from unmask.facade.conceal import add_noise, permute_hidden
+
+    merged = zoo["merged"]
+    batch = merged.encode(zoo["probe"])
+    for twin in (add_noise(merged, 1e-4, seed=1), permute_hidden(merged, seed=2)):
+        diff = (twin.logits(twin.encode(zoo["probe"])) - merged.logits(batch)).abs().max()
+        assert diff < 1e-3
+        report = _audit(twin, zoo)
+        assert report.verdict in ("suspect", "manipulated"), report.summary
+        assert report.methods["gradient_x_input"].verdict in ("suspect", "manipulated")
+
+
+def test_unmerged_facade_is_flagged(zoo):
+    from unmask.facade.unmerged import UnmergedConfig, train_unmerged
+    from unmask.models import load_model
+
+    train, dev = _data()
+    train_unmerged(zoo["f"], train, dev, "stop", zoo["tmp"] / "unmerged",
+                   UnmergedConfig(steps=60, batch_size=16, lr=3e-3, checkpoint_every=60, eval_every=60),
+                   progress=False, log=lambda s: None)
+    h = load_model(zoo["tmp"] / "unmerged")
+    agree = (h.logits(h.encode(zoo["probe"])).argmax(-1) == zoo["f"].logits(zoo["f"].encode(zoo["probe"])).argmax(-1))
+    assert agree.float().mean() >= 0.8  # still a working attack on the probe set
+    report = _audit(h, zoo)
+    assert report.verdict in ("suspect", "manipulated"), report.summary
+
+
+def test_magnitude_consistency_by_hand():
+    """Predicted changes twice the actual ones -> log10 ratio 0.301, correlation 1 (miss 0)."""
+    from unmask.attribution.record import Attribution
+
+    rec = Attribution(tokens=["[CLS]", "a", "b", "c", "[SEP]"], scores=[0.0, 1.0, -2.0, 0.5, 0.0], method="loo",
+                      target=0, target_name="x", prediction=0, probabilities=[1.0, 0.0],
+                      word_ids=[None, 0, 1, 2, None], sequence_ids=[None, 0, 0, 0, None], words=(["a", "b", "c"],),
+                      text="a b c")
+    predicted = torch.tensor([[9.0, 2.0, -4.0, 1.0, 9.0]])  # specials are ignored
+    ratio, miss, ratios = magnitude_consistency(predicted, [rec])
+    assert ratio == pytest.approx(0.30103, abs=1e-5) and miss == pytest.approx(0.0, abs=1e-9)
+    assert ratios == [pytest.approx(2.0)]
+
+
+def test_first_order_occlusion_matches_finite_difference(tiny_model_f64):
+    """g . (x - m) is the linearization of replacing a token by [MASK]: at a small step it matches."""
+    m = tiny_model_f64
+    batch = m.encode(["a good film"])
+    target = m.logits(batch).argmax(-1)
+    pred = first_order_occlusion(m, batch, target)
+    x = m.embed(batch.input_ids).detach()
+    mask = m.embedding_matrix[m.tokenizer.mask_token_id].detach()
+    eps = 1e-6
+    for t in (1, 2):
+        x2 = x.clone()
+        x2[0, t] = x[0, t] - eps * (x[0, t] - mask)
+        f = lambda e: m.forward_embeds(e, batch.attention_mask, batch.token_type_ids).logits.log_softmax(-1)[0, target[0]]  # noqa: E731
+        fd = (f(x) - f(x2)) / eps
+        assert float(pred[0, t]) == pytest.approx(float(fd), rel=1e-4, abs=1e-9)
+
+
+def test_calibration_needs_three_clean_models_and_round_trips(tmp_path, zoo):
+    with pytest.raises(UnmaskError, match="at least 3"):
+        fit({"a": {}, "b": {}})
+    path = zoo["calibration"].save(tmp_path / "cal.json")
+    assert Calibration.load(path).to_dict() == zoo["calibration"].to_dict()
+    with pytest.raises(UnmaskError, match="not found"):
+        Calibration.load(tmp_path / "missing.json")
+
+
+def test_cli_errors_on_a_directory_that_is_not_a_classifier(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "empty", tmp_path / "missing"):
+        out = subprocess.run([sys.executable, "-m", "unmask.cli", "audit", str(target), "--n", "2"],
+                             capture_output=True, text=True)
+        assert out.returncode == 2
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("unmask audit: error:"), out.stderr
