@@ -6,15 +6,18 @@ from typing import ClassVar
 
 import torch
 
+from unmask.attribution.budget import AUTO_TOKEN_BUDGET, is_auto, resolve_token_budget
 from unmask.attribution.objectives import CLASS_OBJECTIVES, NAMED, Objective, objective_name, resolve_objective
+from unmask.attribution.precision import PRECISIONS, resolve_precision
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
 
 OBJECTIVES = CLASS_OBJECTIVES  # named objectives of the logits alone; see attribution/objectives.py for all
 REDUCTIONS = ("dot", "l2", "sum")
-PRECISIONS = ("float32", "bfloat16")
-DEFAULT_TOKEN_BUDGET = 2048  # padded tokens per forward; measured fastest on a 2-core CPU (bench/results.md)
+# default token budget: derived per model and chunk width from its size and a memory cap (attribution/budget.py);
+# as an int it is 2048 padded tokens per forward, measured fastest on a 2-core CPU (bench/results.md)
+DEFAULT_TOKEN_BUDGET = AUTO_TOKEN_BUDGET
 
 METHODS: dict[str, type["AttributionMethod"]] = {}
 
@@ -56,7 +59,8 @@ class AttributionMethod:
 
     @property
     def params(self) -> dict:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {k: "auto" if k == "token_budget" and is_auto(v) else v
+                for k, v in vars(self).items() if not k.startswith("_")}
 
     def attribute(self, model: TextClassifier, batch: Batch,
                   target: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
@@ -100,7 +104,8 @@ def check_precision(precision: str) -> str:
 
 
 def _autocast(precision: str, device_type: str):
-    """bfloat16: matrix products in bf16 (oneDNN on CPUs with AVX512-BF16), the rest in float32."""
+    """bfloat16: matrix products in bf16 (oneDNN on CPUs with AVX512-BF16), the rest in float32.
+    ``precision`` is resolved already (``attribution.precision.resolve_precision``), never ``"auto"``."""
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
@@ -138,11 +143,15 @@ def gradient_chunks(model: TextClassifier, embeds: torch.Tensor, attention_mask:
     ``embeds`` is (rows, tokens, dim), or anything with ``.shape`` whose ``[rows]`` slice gives those
     rows (e.g. ``PathRows``: rows made chunk by chunk, never all at once). One forward + backward per
     chunk, never one per row; trailing padding common to a chunk is not run (its gradient is zero).
-    ``precision="bfloat16"`` runs the model under bf16 autocast; objective and gradients stay float32.
+    ``precision="bfloat16"`` runs the model under bf16 autocast; objective and gradients stay float32;
+    ``"auto"`` resolves per model (``attribution.precision``). The default ``token_budget``
+    (``DEFAULT_TOKEN_BUDGET``) is derived from the model's size at this width (``attribution.budget``).
     ``objective``: a name or a callable (model output, target) -> per-row values (``attribution.objectives``).
     """
     objective_fn = resolve_objective(objective)
     full = embeds.shape[1]
+    precision = resolve_precision(precision, model)
+    token_budget = resolve_token_budget(token_budget, model, full, "backward")
     for sl, width in row_chunks(attention_mask, token_budget):
         x_full = embeds[sl].detach()
         x = x_full[:, :width].requires_grad_(True)
@@ -162,6 +171,7 @@ def objective_chunks(model: TextClassifier, embeds: torch.Tensor, attention_mask
                      token_budget: int) -> torch.Tensor:
     """Objective values (rows,) without gradients, in chunks of at most ``token_budget`` tokens."""
     objective_fn = resolve_objective(objective)
+    token_budget = resolve_token_budget(token_budget, model, embeds.shape[1], "forward")
     out = []
     with torch.no_grad():
         for sl, width in row_chunks(attention_mask, token_budget):
@@ -177,7 +187,7 @@ class PathRows:
     """
 
     def __init__(self, embeds: torch.Tensor, example: torch.Tensor, alpha: torch.Tensor) -> None:
-        self.embeds, self.example, self.alpha = embeds, example, alpha.to(embeds.dtype)
+        self.embeds, self.example, self.alpha = embeds, example, alpha.to(embeds.device, embeds.dtype)
         self.shape = (len(example), *embeds.shape[1:])
 
     def __getitem__(self, sl: slice) -> torch.Tensor:

@@ -7,6 +7,7 @@ from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, REDUCTIONS, Attributi
                                      check_choice, check_precision, gradient_chunks, reduce_tokens, register,
                                      zero_padding)
 from unmask.attribution.objectives import Objective
+from unmask.attribution.precision import precision_extras
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
 
@@ -17,27 +18,32 @@ class Gradient(ObjectiveMixin, AttributionMethod):
 
     ``reduce="dot"`` gives g.x, the Facade paper's / AllenNLP's "Gradient" (same as gradient_x_input).
     ``objective``: a name (``attribution.objectives``) or a callable (model output, target) -> per-row values.
+    ``precision``: ``"auto"`` (bf16 autocast only where native and measured faster), ``"float32"`` or
+    ``"bfloat16"``; the one used is in each record's ``extras["precision"]``.
     """
 
     name = "gradient"
     aliases = ("saliency", "vanilla_gradient")
 
     def __init__(self, reduce: str = "l2", objective: "str | Objective" = "log_prob",
-                 token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
+                 token_budget: int = DEFAULT_TOKEN_BUDGET, precision: str = "auto") -> None:
         super().__init__(token_budget)
         self.reduce = check_choice(reduce, REDUCTIONS, "reduction")
         self.set_objective(objective)
+        self.precision = check_precision(precision)
 
     def dim_attributions(self, model: TextClassifier, embeds: torch.Tensor, batch: Batch, target: torch.Tensor,
-                         precision: str = "float32") -> tuple[torch.Tensor, list[dict]]:
-        """(rows, tokens, dim) gradients at ``embeds`` (any point, e.g. noisy copies) and per-row extras."""
-        check_precision(precision)
+                         precision: str | None = None) -> tuple[torch.Tensor, list[dict]]:
+        """(rows, tokens, dim) gradients at ``embeds`` (any point, e.g. noisy copies) and per-row extras;
+        ``precision`` overrides the method's own (``None``: ``self.precision``)."""
+        precision = check_precision(self.precision if precision is None else precision)
         grads = torch.zeros_like(embeds)
-        values = torch.zeros(len(embeds), dtype=embeds.dtype)
+        values = torch.zeros(len(embeds), dtype=embeds.dtype, device=embeds.device)
         for sl, g, val in gradient_chunks(model, embeds, batch.attention_mask, batch.token_type_ids, target,
                                           self._objective, self.token_budget, precision=precision):
             grads[sl], values[sl] = g, val
-        return grads, [{"objective_value": float(v)} for v in values]
+        used = precision_extras(precision, model)
+        return grads, [{"objective_value": float(v), **used} for v in values]
 
     def reduce_dims(self, dims: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         """Token scores from per-dimension gradients and the input they are reduced with."""

@@ -13,5 +13,6 @@ class GradientXInput(Gradient):
     name = "gradient_x_input"
     aliases = ("input_x_gradient",)
 
-    def __init__(self, objective: "str | Objective" = "log_prob", token_budget: int = DEFAULT_TOKEN_BUDGET) -> None:
-        super().__init__(reduce="dot", objective=objective, token_budget=token_budget)
+    def __init__(self, objective: "str | Objective" = "log_prob", token_budget: int = DEFAULT_TOKEN_BUDGET,
+                 precision: str = "auto") -> None:
+        super().__init__(reduce="dot", objective=objective, token_budget=token_budget, precision=precision)

@@ -14,7 +14,11 @@ With ``tolerance`` set, steps adapt per example until the completeness error
   gradient evaluations. Fine-tuned classifiers switch sharply somewhere on the path; this puts the
   points there instead of everywhere (on SST-2 MiniLM: ~33 evaluations per sentence vs 41-128).
 
-The error is reported per example either way (``steps`` = gradient evaluations used).
+The error is reported per example either way (``steps`` = gradient evaluations used). ``precision``
+(``"auto"``: bf16 autocast only where native and measured faster, ``attribution.precision``) applies to
+the path gradients only: F(x), F(x') and the panel ends are float32 forwards, so the completeness error is
+measured in float32; the precision used is in ``extras["precision"]``. With a ``tolerance``, ``"auto"``
+takes bf16 only if its measured gradient error is within the tolerance (``resolve_precision(max_error=)``).
 """
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ import numpy as np
 import torch
 
 from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, AttributionMethod, ObjectiveMixin, PathRows, check_choice,
-                                     gradient_chunks, objective_chunks, register, zero_padding)
+                                     check_precision, gradient_chunks, objective_chunks, register, zero_padding)
 from unmask.attribution.objectives import Objective
+from unmask.attribution.precision import precision_extras, resolve_precision
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
@@ -60,8 +65,10 @@ class IntegratedGradients(ObjectiveMixin, AttributionMethod):
 
     def __init__(self, steps: int = 16, rule: str = "gausslegendre", tolerance: float | None = 1e-3,
                  max_steps: int = 256, objective: "str | Objective" = "log_prob",
-                 token_budget: int = DEFAULT_TOKEN_BUDGET, refine: str = "global", panel_points: int = 4) -> None:
+                 token_budget: int = DEFAULT_TOKEN_BUDGET, refine: str = "global", panel_points: int = 4,
+                 precision: str = "auto") -> None:
         super().__init__(token_budget)
+        self.precision = check_precision(precision)
         if steps < 1:
             raise UnmaskError(f"steps must be >= 1, got {steps}")
         if tolerance is not None and tolerance <= 0:
@@ -82,7 +89,8 @@ class IntegratedGradients(ObjectiveMixin, AttributionMethod):
         """``gradient_chunks`` over the path points (example[r], alpha[r]), built chunk by chunk."""
         tti = batch.token_type_ids[example] if batch.token_type_ids is not None else None
         return gradient_chunks(model, PathRows(embeds, example, alpha), batch.attention_mask[example], tti,
-                               target[example], self._objective, self.token_budget)
+                               target[example], self._objective, self.token_budget,
+                               precision=resolve_precision(self.precision, model, self.tolerance))
 
     def _objective_at(self, model: TextClassifier, embeds: torch.Tensor, batch: Batch, target: torch.Tensor,
                       example: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -121,6 +129,9 @@ class IntegratedGradients(ObjectiveMixin, AttributionMethod):
         if panels is not None:
             for ex, p in zip(extras, panels):
                 ex["panels"] = int(p)
+        used_precision = precision_extras(self.precision, model, self.tolerance)
+        for ex in extras:
+            ex.update(used_precision)
         return scores, extras
 
     # ----------------------------------------------------------------------- global doubling
@@ -129,7 +140,7 @@ class IntegratedGradients(ObjectiveMixin, AttributionMethod):
         """Token attributions (rows, tokens) with a fixed number of path points."""
         alphas, weights = path_points(steps, self.rule)
         alphas_t = torch.tensor(alphas, dtype=embeds.dtype)
-        weights_t = torch.tensor(weights, dtype=embeds.dtype)
+        weights_t = torch.tensor(weights, dtype=embeds.dtype, device=embeds.device)
         rows = len(batch)
         example = torch.arange(rows).repeat_interleave(steps)
         total = torch.zeros_like(embeds)

@@ -23,6 +23,7 @@ from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, REDUCTIONS, Attributi
                                      check_precision, register, zero_padding)
 from unmask.attribution.gradient import Gradient
 from unmask.attribution.objectives import Objective
+from unmask.attribution.precision import precision_extras
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
@@ -48,7 +49,7 @@ class NoiseTunnel(AttributionMethod):
 
     def __init__(self, method: AttributionMethod, samples: int = 10, noise_scale: float = 0.01,
                  noise: str = "gaussian", average: str | None = None, seed: int = 0,
-                 precision: str = "float32") -> None:
+                 precision: str = "auto") -> None:
         super().__init__(method.token_budget)
         if samples < 1:
             raise UnmaskError(f"samples must be >= 1, got {samples}")
@@ -65,7 +66,7 @@ class NoiseTunnel(AttributionMethod):
             raise UnmaskError(f"method {method.name!r} cannot run on noisy embeddings with average={self.average!r}"
                               f" (it needs {'dim_attributions' if self.average == 'gradients' else 'attribute_embeds'})")
         self.precision = check_precision(precision)
-        if self.precision != "float32" and self.average != "gradients":
+        if self.precision == "bfloat16" and self.average != "gradients":  # "auto": the wrapped method's own
             raise UnmaskError(f"precision={precision!r} is supported with average='gradients' only")
         self._method = method
         self.method, self.method_params = method.name, method.params
@@ -85,7 +86,7 @@ class NoiseTunnel(AttributionMethod):
         """
         n, (rows, width, dim) = self.samples, embeds.shape
         draws = n // 2 if self.noise == "antithetic" else n
-        noise = torch.zeros((rows * n, width, dim), dtype=embeds.dtype)
+        noise = torch.zeros((rows * n, width, dim), dtype=embeds.dtype, device=embeds.device)
         for r, length in enumerate(batch.lengths):
             ids = batch.input_ids[r, :length].to(torch.int64).numpy().tobytes()
             digest = hashlib.blake2b(ids, digest_size=8, key=str(self.seed).encode()).digest()
@@ -93,7 +94,7 @@ class NoiseTunnel(AttributionMethod):
             e = torch.randn((draws, length, dim), generator=gen, dtype=embeds.dtype)
             if self.noise == "antithetic":
                 e = torch.stack([e, -e], 1).reshape(n, length, dim)  # +e1, -e1, +e2, -e2, ...
-            noise[r * n:(r + 1) * n, :length] = e
+            noise[r * n:(r + 1) * n, :length] = e.to(embeds.device)
         return noise
 
     def attribute(self, model: TextClassifier, batch: Batch, target: torch.Tensor,
@@ -109,18 +110,23 @@ class NoiseTunnel(AttributionMethod):
         noisy = embeds.repeat_interleave(n, 0) + noise * std.repeat_interleave(n)[:, None, None]
         rep, rep_target = repeat_batch(batch, n), target.repeat_interleave(n)
         if self.average == "gradients":
-            dims, inner = self._method.dim_attributions(model, noisy, rep, rep_target, precision=self.precision)
+            precision = self.precision if self.precision != "auto" else getattr(self._method, "precision", "auto")
+            dims, inner = self._method.dim_attributions(model, noisy, rep, rep_target, precision=precision)
             mean = dims.view(rows, n, *dims.shape[1:]).sum(1) / n
             scores = zero_padding(self._method.reduce_dims(mean, embeds), batch.attention_mask)
+            used = precision_extras(precision, model)
         else:
             many, inner = self._method.attribute_embeds(model, noisy, rep, rep_target)
             scores = zero_padding(many.view(rows, n, -1).mean(1), batch.attention_mask)
-        return scores, [{"noise_std": float(s), **_mean_extras(inner[r * n:(r + 1) * n])} for r, s in enumerate(std)]
+            used = {k: inner[0][k] for k in ("precision", "precision_error") if inner and k in inner[0]}
+        return scores, [{"noise_std": float(s), **_mean_extras(inner[r * n:(r + 1) * n]), **used}
+                        for r, s in enumerate(std)]
 
 
 def _mean_extras(per_sample: list[dict]) -> dict:
     """Numeric extras of the samples, averaged (``mean_<key>``)."""
-    keys = [k for k, v in per_sample[0].items() if isinstance(v, (int, float))] if per_sample else []
+    keys = [k for k, v in per_sample[0].items()
+            if isinstance(v, (int, float)) and k != "precision_error"] if per_sample else []  # one per model
     return {f"mean_{k}": sum(float(e[k]) for e in per_sample) / len(per_sample) for k in keys}
 
 
@@ -130,7 +136,8 @@ class SmoothGrad(NoiseTunnel):
     (max - min)), reduced like ``gradient`` (default g.x with the clean embeddings). ``base`` wraps another
     method instead (e.g. ``IntegratedGradients()``: noise-averaged IG). ``precision="bfloat16"`` runs the
     model under bf16 autocast (about 3x faster on CPUs with AVX512-BF16; ~1% error per gradient element,
-    far below the 10-sample Monte Carlo error).
+    far below the 10-sample Monte Carlo error); ``"auto"`` (default) chooses it only where bf16 is native
+    and measured faster (``attribution.precision``); the choice is in ``extras["precision"]``.
     """
 
     name = "smoothgrad"
@@ -138,7 +145,7 @@ class SmoothGrad(NoiseTunnel):
 
     def __init__(self, samples: int = 10, noise_scale: float = 0.01, reduce: str = "dot",
                  objective: "str | Objective" = "log_prob", seed: int = 0,
-                 token_budget: int = DEFAULT_TOKEN_BUDGET, precision: str = "float32",
+                 token_budget: int = DEFAULT_TOKEN_BUDGET, precision: str = "auto",
                  base: AttributionMethod | None = None, noise: str = "gaussian", average: str | None = None) -> None:
         if base is None:
             base = Gradient(reduce=check_choice(reduce, REDUCTIONS, "reduction"), objective=objective,
