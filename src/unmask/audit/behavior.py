@@ -47,12 +47,18 @@ IG_STEPS = 16  # fixed Gauss-Legendre points: bounded cost on rough (facade) mod
 
 
 def audit_method(name: str, token_budget: int):
-    """The method instance the audit runs for ``name`` (IG with fixed steps, others at their defaults)."""
-    if get_method(name, token_budget=token_budget).name == "integrated_gradients":
-        from unmask.attribution.integrated_gradients import IntegratedGradients
+    """The method instance the audit runs for ``name``: IG with fixed steps, others at their defaults, and
+    float32 wherever a method has a precision setting (the calibration must not depend on the CPU)."""
+    import inspect
 
-        return IntegratedGradients(steps=IG_STEPS, tolerance=None, token_budget=token_budget)
-    return get_method(name, token_budget=token_budget)
+    cls = type(get_method(name, token_budget=token_budget))
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {"token_budget": token_budget}
+    if "precision" in params:
+        kwargs["precision"] = "float32"
+    if cls.name == "integrated_gradients":
+        kwargs.update(steps=IG_STEPS, tolerance=None)
+    return cls(**kwargs)
 FREQUENT_WORDS = 20
 PUNCTUATION = set(string.punctuation) | {"``", "''", "--"}
 

@@ -1,8 +1,8 @@
 """From calibrated statistics to verdicts: per method, per model, and a plain-language summary.
 
 Every statistic is turned into a tail probability under the clean population (``calibration.py``). A
-method's p-value is the smallest tail among its tests times their number (Bonferroni); the model's is the
-smallest method (or structural) p-value times the number of those. Thresholds are fixed in advance, not
+method's p-value is the smallest tail among its tests times the number of tests of the whole audit
+(Bonferroni); the model's is the smallest of those (structural test included). Thresholds are fixed in advance, not
 fitted on attacks: ``suspect`` below ``SUSPECT_P`` (1%), ``manipulated`` below ``MANIPULATED_P`` (0.1%).
 The model score is -log10 of its p-value, so a score of 2 means "a clean model reaches this in 1% of cases"
 as far as the calibration models can tell.
@@ -94,28 +94,35 @@ def verdicts(evidence: dict, calibration: Calibration) -> tuple[dict[str, Method
     methods = evidence["behavior"]["methods"]
     model_tests = run_tests(values, calibration, [f"model.{s}" for s in MODEL_STATS])
     out: dict[str, MethodVerdict] = {}
+    per_method = {}
     for name in methods:
         tests = run_tests(values, calibration, [f"{name}.{s}" for s in METHOD_STATS])
         if name in LOCAL_GRADIENT:
             tests += model_tests
+        per_method[name] = tests
+    structural = run_tests(values, calibration, ["model.structure"])
+    # Bonferroni over every test of the model: a method's p-value already counts the other methods' tests,
+    # so no method is flagged on a model the model-level verdict calls trustworthy.
+    n_tests = sum(len(t) for t in per_method.values()) + len(structural)
+    for name, tests in per_method.items():
         if not tests:
             out[name] = MethodVerdict(name, "uncalibrated", float("nan"))
             continue
-        p = min(1.0, min(t.p for t in tests) * len(tests))
-        flagged = sorted((t for t in tests if t.p * len(tests) < SUSPECT_P), key=lambda t: t.p)
+        p = min(1.0, min(t.p for t in tests) * n_tests)
+        flagged = sorted((t for t in tests if t.p * n_tests < SUSPECT_P), key=lambda t: t.p)
         out[name] = MethodVerdict(name, _verdict(p), p, tests, [_reason(t, evidence) for t in flagged])
     out[evidence["behavior"]["reference"]] = MethodVerdict(evidence["behavior"]["reference"], "reference",
                                                            float("nan"))
-    structural = run_tests(values, calibration, ["model.structure"])
-    pool = [v.p_value for v in out.values() if math.isfinite(v.p_value)] + [t.p for t in structural]
-    p_model = min(1.0, min(pool) * len(pool)) if pool else 1.0
+    pool = [v.p_value for v in out.values() if math.isfinite(v.p_value)]
+    pool += [min(1.0, t.p * n_tests) for t in structural]
+    p_model = min(pool) if pool else 1.0
     verdict = _verdict(p_model)
     if verdict != "trustworthy" and not any(v.verdict in ("suspect", "manipulated") for v in out.values()):
         verdict = "suspect"  # structure alone never proves a manipulation of the explanations
-    reasons = [_reason(t, evidence) for t in structural if t.p * len(pool) < SUSPECT_P]
+    reasons = [_reason(t, evidence) for t in structural if t.p * n_tests < SUSPECT_P]
     model = {"verdict": verdict, "p_value": p_model, "score": -math.log10(max(p_model, 1e-300)),
              "structural_tests": [asdict(t) for t in structural], "structural_reasons": reasons,
-             "tests_pooled": len(pool)}
+             "tests_pooled": n_tests}
     return out, model
 
 

@@ -26,9 +26,8 @@ def _nonzero(w: torch.Tensor, rel_tol: float) -> np.ndarray:
 
 
 def _layernorm_groups(module: nn.Module, hidden: int) -> list[np.ndarray]:
-    if isinstance(module, SplitLayerNorm):
-        bounds = np.cumsum([0, *module.sizes])
-        return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    if isinstance(module, SplitLayerNorm):  # index groups: contiguous blocks, or permuted ones
+        return [np.asarray(g) for g in module.groups]
     return [np.arange(hidden)]
 
 
