@@ -306,3 +306,16 @@ def test_load_200_requests_4_at_a_time(models):
           f"p50 {1000 * p50:.1f} ms, p95 {1000 * p95:.1f} ms, max {1000 * latencies[-1]:.1f} ms")
     assert not thread.is_alive()
     assert json.dumps(results)  # plain numbers
+
+
+def test_cli_works_without_the_web_extra():
+    """Without fastapi / uvicorn / pydantic the other commands still parse, and serve says what to install."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfor m in ('fastapi', 'uvicorn', 'pydantic', 'starlette'): sys.modules[m] = None\n"
+            "from unmask.cli import build_parser, main\nbuild_parser()\n"
+            "sys.exit(main(['serve', '--model', 'x']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "needs the web extra: pip install 'unmask[web]'" in r.stderr

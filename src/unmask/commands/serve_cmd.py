@@ -13,7 +13,7 @@ from unmask.errors import UnmaskError
 
 @builder("serve")
 def build(p: argparse.ArgumentParser) -> None:
-    from unmask.server.app import Limits
+    from unmask.server.limits import Limits
 
     d = Limits()
     p.add_argument("--model", default="minilm", help="model directory")
@@ -40,7 +40,7 @@ def build(p: argparse.ArgumentParser) -> None:
 
 
 def _limits(args: argparse.Namespace):
-    from unmask.server.app import Limits
+    from unmask.server.limits import Limits
 
     for name in ("max_chars", "max_tokens", "max_methods", "audit_examples"):
         if getattr(args, name) < 1:
@@ -77,7 +77,11 @@ def _bind(host: str, port: int) -> socket.socket:
          "  unmask serve --model runs/sst2 --compare runs/facade/sst2/merged_stop --port 8000\n"
          "  unmask serve --model runs/rte --port 0 --quiet --json -    # any free port; prints the URL as JSON")
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise UnmaskError("unmask serve needs the web extra: pip install 'unmask[web]'") from None
 
     from unmask.models import load_model
     from unmask.server.app import create_app

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import resources
 from typing import Any
 
@@ -27,23 +27,11 @@ from pydantic import BaseModel, ConfigDict
 
 from unmask.errors import UnmaskError
 from unmask.models.classifier import TextClassifier
+from unmask.server.limits import Limits
 
 DEFAULT_METHODS = ("gradient_x_input", "integrated_gradients")
 PERTURBATIONS = ("reduce", "hotflip")
 TASK_SAMPLES = {"sst2": "SST-2", "rte": "RTE"}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for."""
-
-    max_chars: int = 1000  # per text field
-    max_tokens: int = 128  # word pieces of text + pair, [CLS]/[SEP] included
-    max_methods: int = 5
-    timeout: float = 60.0  # seconds for explain / perturb
-    audit_timeout: float = 900.0  # seconds for the audit (runs once per server, then cached)
-    audit_examples: int = 32  # size of the built-in audit sample
-    max_flips: int = 10  # HotFlip budget
 
 
 def guess_task(model: TextClassifier) -> str:
