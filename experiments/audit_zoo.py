@@ -274,12 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("stage", choices=("build", "evaluate", "report"))
     p.add_argument("--only", default=None, help="comma-separated model names")
     p.add_argument("--n", type=int, default=EVAL_N, help="dev inputs audited per model")
+    p.add_argument("--reverse", action="store_true", help="evaluate in reverse order (a second worker)")
     args = p.parse_args(argv)
     names = args.only.split(",") if args.only else None
     if args.stage == "build":
         build(names)
     elif args.stage == "evaluate":
-        evaluate(names, args.n)
+        evaluate(names, args.n, args.reverse)
     else:
         report(args.n, argv)
     return 0
@@ -338,7 +339,7 @@ def agreement(model, base, texts: list[str], pairs) -> float:
     return float((a == b).float().mean())
 
 
-def evaluate(names: list[str] | None, n: int) -> None:
+def evaluate(names: list[str] | None, n: int, reverse: bool = False) -> None:
     from unmask.audit import structural
     from unmask.audit.behavior import behavioral_evidence
     from unmask.data import load_task, pairs_of
@@ -349,7 +350,7 @@ def evaluate(names: list[str] | None, n: int) -> None:
     out_dir = ROOT / "evidence"
     out_dir.mkdir(parents=True, exist_ok=True)
     base = load_model(ROOT / BASE)
-    for spec in SPECS:
+    for spec in (SPECS[::-1] if reverse else SPECS):
         if (names is not None and spec.name not in names) or not done(ROOT / spec.name):
             continue
         key = evidence_key(spec, n)
