@@ -135,6 +135,18 @@ def test_page_in_real_chromium(served, tmp_path):
             assert "Input reduction" in page.text_content("#perturbation h2")
             assert len(page.query_selector_all("#perturbation .card")) == 2
 
+            # the audit verdict of both models (or the audit's own error message) as the API answers it
+            page.click("#audit")
+            page.wait_for_selector("#audit-result .card .verdict, #error:not([hidden])", timeout=120_000)
+            answer = page.evaluate("fetch('/api/audit', {method: 'POST'}).then(r => r.json())")  # cached
+            if "error" in answer:  # e.g. no calibration shipped yet; never a crash
+                assert not answer["error"].startswith("internal error"), answer["error"]
+                assert page.text_content("#error") == answer["error"]
+            else:
+                shown = page.eval_on_selector_all("#audit-result .card .verdict", "vs => vs.map(v => v.textContent)")
+                assert shown == [m["report"]["verdict"] for m in answer["models"]]
+            page.screenshot(path=str(ARTIFACTS / "browser_audit.png"), full_page=True)
+
             # bad input: one clear message in the page, and the server still answers afterwards
             page.fill("#text", "x" * 301)
             page.click("#explain")

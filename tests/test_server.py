@@ -319,3 +319,11 @@ def test_cli_works_without_the_web_extra():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "needs the web extra: pip install 'unmask[web]'" in r.stderr
+
+
+def test_non_finite_numbers_become_null():
+    from unmask.server.app import _jsonable
+
+    out = _jsonable({"a": float("nan"), "b": [np.float32(1.5), np.inf], "c": np.array([1, 2]), 3: (None, "x")})
+    assert out == {"a": None, "b": [1.5, None], "c": [1, 2], "3": [None, "x"]}
+    json.dumps(out, allow_nan=False)

@@ -14,7 +14,7 @@ Every request is bounded (characters, tokens, methods, seconds). Bad input answe
 from __future__ import annotations
 
 import asyncio
-import json
+import math
 import sys
 import threading
 import time
@@ -40,8 +40,18 @@ def guess_task(model: TextClassifier) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """numpy scalars / arrays and tuples -> plain JSON values."""
-    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    """numpy scalars / arrays and tuples -> plain JSON values; NaN and infinities -> null (JSON has none)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
+        return _jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
 
 
 class Service:
@@ -246,7 +256,7 @@ def create_app(models: dict[str, TextClassifier], limits: Limits = Limits(), tas
                               f"input or fewer methods")
         except UnmaskError as e:
             return error(400, str(e))
-        return JSONResponse(result)
+        return JSONResponse(_jsonable(result))
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -183,7 +183,7 @@ function renderAudit(data) {
       for (const [name, value] of Object.entries(rep.methods)) {
         list.append(el("dt", { text: name }));
         if (value && typeof value === "object" && !Array.isArray(value)) {
-          const parts = Object.entries(value).filter(([, x]) => x === null || typeof x !== "object")
+          const parts = Object.entries(value).filter(([k, x]) => k !== "method" && (x === null || typeof x !== "object"))
             .map(([k, x]) => k + " " + describeValue(x));
           list.append(el("dd", { text: parts.join(" · ") }));
         } else {
