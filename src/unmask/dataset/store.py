@@ -13,21 +13,30 @@ from __future__ import annotations
 import json
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from unmask.errors import UnmaskError
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 MANIFEST = "_manifest.json"
 PART = re.compile(r"part-(\d{6})\.parquet")
-SCHEMA = pa.schema([
-    ("index", pa.int64()), ("text", pa.string()), ("pair", pa.string()), ("label", pa.int64()),
-    ("method", pa.string()), ("tokens", pa.list_(pa.string())), ("scores", pa.list_(pa.float64())),
-    ("target", pa.int64()), ("target_name", pa.string()), ("prediction", pa.int64()),
-    ("probabilities", pa.list_(pa.float64())), ("params", pa.string()), ("extras", pa.string()),
-])
+
+
+@lru_cache(maxsize=1)
+def schema() -> "pa.Schema":
+    """The columns of every part (pyarrow is imported here: the ``dataset`` extra)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("index", pa.int64()), ("text", pa.string()), ("pair", pa.string()), ("label", pa.int64()),
+        ("method", pa.string()), ("tokens", pa.list_(pa.string())), ("scores", pa.list_(pa.float64())),
+        ("target", pa.int64()), ("target_name", pa.string()), ("prediction", pa.int64()),
+        ("probabilities", pa.list_(pa.float64())), ("params", pa.string()), ("extras", pa.string()),
+    ])
 
 
 def _fsync_dir(d: Path) -> None:
@@ -86,10 +95,13 @@ class PartStore:
         """Chunk indices whose part file exists."""
         return {int(m.group(1)) for p in self.out.iterdir() if (m := PART.fullmatch(p.name))}
 
-    def write(self, chunk: int, table: pa.Table) -> Path:
+    def write(self, chunk: int, table: "pa.Table") -> Path:
         """Write chunk ``chunk``'s rows as one part, durably and atomically."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         sink = pa.BufferOutputStream()
-        pq.write_table(table.cast(SCHEMA), sink)
+        pq.write_table(table.cast(schema()), sink)
         path = self.out / f"part-{chunk:06d}.parquet"
         _write_durable(path, sink.getvalue().to_pybytes())
         return path
@@ -98,9 +110,12 @@ class PartStore:
         self._write_manifest({"settings": self.settings, "complete": True, "examples": examples, "rows": rows})
 
 
-def read_results(out: str | Path) -> pa.Table:
+def read_results(out: str | Path) -> "pa.Table":
     """All rows of a results directory, in chunk order (example index, then method order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     parts = sorted(p for p in Path(out).iterdir() if PART.fullmatch(p.name))
     if not parts:
-        return SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in parts])
+        return schema().empty_table()
+    return pa.concat_tables([pq.read_table(p, schema=schema()) for p in parts])

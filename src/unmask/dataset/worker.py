@@ -5,12 +5,16 @@ import inspect
 import json
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pyarrow as pa
 
 from unmask.dataset.source import Item
-from unmask.dataset.store import SCHEMA
+from unmask.dataset.store import schema
 from unmask.errors import UnmaskError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def make_methods(names: Sequence[str], precision: str | None = None) -> list:
@@ -49,14 +53,16 @@ class ChunkExplainer:
         self.model, self.names = model, list(methods)
         self.methods = make_methods(self.names, precision)
 
-    def __call__(self, items: Sequence[Item]) -> pa.Table:
+    def __call__(self, items: Sequence[Item]) -> "pa.Table":
+        import pyarrow as pa
+
         from unmask.attribution import explain
 
         texts = [it.text for it in items]
         pairs = [it.pair for it in items] if items and items[0].pair is not None else None
         results = explain(self.model, texts, methods=self.methods, pairs=pairs)
         keys = list(results)
-        cols: dict[str, list] = {f.name: [] for f in SCHEMA}
+        cols: dict[str, list] = {f.name: [] for f in schema()}
         for j, it in enumerate(items):
             for key in keys:
                 rec = results[key][j]
@@ -67,4 +73,4 @@ class ChunkExplainer:
                                     ("probabilities", list(rec.probabilities)), ("params", _json(rec.params)),
                                     ("extras", _json(rec.extras))):
                     cols[name].append(value)
-        return pa.table(cols, schema=SCHEMA)
+        return pa.table(cols, schema=schema())
