@@ -29,17 +29,12 @@ def build(p: argparse.ArgumentParser) -> None:
 
 
 def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str | None] | None]:
-    from unmask.data import load_task, pairs_of, read_examples
+    from unmask.data import pairs_of, task_or_file
     from unmask.errors import UnmaskError
 
     if args.n < 1:
         raise UnmaskError(f"--n must be at least 1, got {args.n}")
-    if args.data in ("sst2", "rte"):
-        examples = load_task(args.data, "dev", limit=args.n)
-    else:
-        examples = read_examples(args.data, text_col=args.text_column, pair_col=args.pair_column)[:args.n]
-    if not examples:
-        raise UnmaskError(f"{args.data}: no inputs")
+    examples = task_or_file(args.data, args.n, text_col=args.text_column, pair_col=args.pair_column)
     return [e.text for e in examples], pairs_of(examples)
 
 

@@ -18,7 +18,6 @@ from unmask.cli import command
 from unmask.commands import builder
 from unmask.errors import UnmaskError
 
-TASKS = ("sst2", "rte")
 MEASURES = (("comprehensiveness", True), ("sufficiency", False), ("deletion_auc", False), ("insertion_auc", True))
 
 
@@ -207,16 +206,11 @@ def build(p: argparse.ArgumentParser) -> None:
 
 
 def _load_inputs(args: argparse.Namespace):
-    from unmask.data import load_task, pairs_of, read_examples
+    from unmask.data import pairs_of, task_or_file
 
     if args.n is not None and args.n < 1:
         raise UnmaskError(f"--n must be positive, got {args.n}")
-    if args.data in TASKS:
-        examples = load_task(args.data, args.split, limit=args.n)
-    else:
-        examples = read_examples(args.data, args.text_column, args.label_column, args.pair_column)[:args.n]
-    if not examples:
-        raise UnmaskError(f"{args.data}: no examples")
+    examples = task_or_file(args.data, args.n, args.split, args.text_column, args.label_column, args.pair_column)
     return [e.text for e in examples], pairs_of(examples)
 
 

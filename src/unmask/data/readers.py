@@ -128,3 +128,19 @@ def stopwords() -> frozenset[str]:
     """NLTK's English stop-word list (179 words), as the Facade paper uses it."""
     words = _bundled("stopwords_en.txt").read_text(encoding="utf-8").split()
     return frozenset(w.strip().lower() for w in words if w.strip())
+
+
+def task_or_file(data: str, limit: int | None = None, split: str = "dev", text_col: str = "text",
+                 label_col: str = "label", pair_col: str | None = None) -> list[Example]:
+    """``data`` = a bundled task name (its ``split``) or a user file; the first ``limit`` examples.
+
+    One clear error for a non-positive ``limit`` or no examples."""
+    if limit is not None and limit < 1:
+        raise UnmaskError(f"the number of inputs must be positive, got {limit}")
+    if data in TASKS:
+        examples = load_task(data, split, limit=limit)
+    else:
+        examples = read_examples(data, text_col, label_col, pair_col)[:limit]
+    if not examples:
+        raise UnmaskError(f"{data}: no examples")
+    return examples

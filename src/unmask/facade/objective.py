@@ -40,12 +40,17 @@ class FacadeObjective:
     normalization: str = "l1"
 
     def __post_init__(self) -> None:
-        if self.attribution_op not in ATTRIBUTION_OPS:
-            raise UnmaskError(f"unknown attribution op {self.attribution_op!r}; choose one of {ATTRIBUTION_OPS}")
-        if self.normalization not in NORMS:
-            raise UnmaskError(f"unknown normalization {self.normalization!r}; choose one of {NORMS}")
-        if not 0.0 <= self.margin_keep < 1.0:
-            raise UnmaskError(f"margin_keep must be in [0, 1), got {self.margin_keep}")
+        check_attribution_settings(self.attribution_op, self.normalization, self.margin_keep)
+
+
+def check_attribution_settings(op: str, normalization: str, margin_keep: float) -> None:
+    """One clear error for an unknown attribution op / normalization or a margin_keep outside [0, 1)."""
+    if op not in ATTRIBUTION_OPS:
+        raise UnmaskError(f"unknown attribution op {op!r}; choose one of {ATTRIBUTION_OPS}")
+    if normalization not in NORMS:
+        raise UnmaskError(f"unknown normalization {normalization!r}; choose one of {NORMS}")
+    if not 0.0 <= margin_keep < 1.0:
+        raise UnmaskError(f"margin_keep must be in [0, 1), got {margin_keep}")
 
 
 def class_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

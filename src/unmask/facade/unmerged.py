@@ -25,7 +25,7 @@ import torch
 
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
-from unmask.facade.objective import ATTRIBUTION_OPS, NORMS, class_margin, normalize, token_scores
+from unmask.facade.objective import check_attribution_settings, class_margin, normalize, token_scores
 from unmask.facade.targets import TargetPositions, TargetSpec
 from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier
@@ -52,12 +52,7 @@ class UnmergedConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.attribution_op not in ATTRIBUTION_OPS:
-            raise UnmaskError(f"unknown attribution op {self.attribution_op!r}; choose one of {ATTRIBUTION_OPS}")
-        if self.normalization not in NORMS:
-            raise UnmaskError(f"unknown normalization {self.normalization!r}; choose one of {NORMS}")
-        if not 0.0 <= self.margin_keep < 1.0:
-            raise UnmaskError(f"margin_keep must be in [0, 1), got {self.margin_keep}")
+        check_attribution_settings(self.attribution_op, self.normalization, self.margin_keep)
         for name in ("lambda_g", "distill_weight", "margin_weight"):
             if getattr(self, name) < 0:
                 raise UnmaskError(f"{name} must be >= 0, got {getattr(self, name)}")
