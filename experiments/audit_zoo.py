@@ -292,20 +292,10 @@ EVIDENCE_CODE = ("src/unmask/audit/behavior.py", "src/unmask/audit/structure.py"
                  "src/unmask/metrics/faithfulness.py")
 
 
-def model_fingerprint(d: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        f = d / name
-        st = f.stat()
-        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update((d / "config.json").read_bytes())
-    return h.hexdigest()[:16]
-
-
 def evidence_key(spec: Spec, n: int) -> str:
     import hashlib
+
+    from unmask.cache import model_fingerprint
 
     h = hashlib.sha256(model_fingerprint(ROOT / spec.name).encode())
     h.update(f"{spec.task}:{n}".encode())

@@ -67,10 +67,6 @@ def _generic(key: str) -> str:
 def _reason(test: Test, evidence: dict) -> str:
     method, stat = test.key.split(".")
     b = evidence["behavior"]
-    if stat == "unfaithfulness":
-        m = b["methods"][method]
-        return (f"removing its top tokens lowers the prediction {m['aopc_comprehensiveness']:.3f} on average "
-                f"(random tokens {m['aopc_random']:.3f}, occlusion's top tokens {m['aopc_reference']:.3f})")
     if stat == "top1_miss":
         return (f"its top token moves the output only {100 * (1 - test.value):.0f}% as much as the most "
                 f"effective token")
@@ -81,8 +77,6 @@ def _reason(test: Test, evidence: dict) -> str:
     if stat == "magnitude_ratio":
         return (f"the gradient predicts output changes {10 ** test.value:.1f}x the size of those masking a "
                 f"token produces")
-    if stat == "first_order_miss":
-        return (f"the changes the gradient predicts correlate {1 - test.value:.2f} with the actual ones")
     if stat == "structure":
         return (f"the weights split into nearly independent sub-networks (coupling {10 ** -test.value:.1e})")
     return test.key
