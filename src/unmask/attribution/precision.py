@@ -88,7 +88,8 @@ def device_has_native_bf16(device: torch.device) -> bool:
 
 def _probe_key(model) -> tuple:
     net = getattr(model, "model", model)
-    return (type(net).__name__, encoder_shape(getattr(net, "config", None)), str(model_device(model)))
+    return (type(net).__name__, encoder_shape(getattr(net, "config", None)), tuple(model.embedding_matrix.shape),
+            str(model_device(model)))
 
 
 _PROBES: dict[tuple, Probe] = {}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from unmask.attribution.base import AttributionMethod
+from unmask.attribution.budget import AUTO_TOKEN_BUDGET
 from unmask.attribution.explain import attribute_batch, predict_batch
 from unmask.attribution.gradient_x_input import GradientXInput
 from unmask.attribution.integrated_gradients import IntegratedGradients
@@ -35,8 +36,9 @@ SPLIT_RATIO_TOKEN_BUDGET = 4096  # block_gradient_mass keeps the whole backward 
 class EvalConfig:
     ig_steps: int = 20
     smoothgrad_samples: int = 10
-    token_budget: int = 8192
+    token_budget: int = AUTO_TOKEN_BUDGET  # derived from each model's size (attribution/budget.py)
     methods: tuple[str, ...] = PAPER_METHODS
+    apart: bool = True  # merged models evaluated as f + g run apart (facade/summed.py): exact, no zero blocks
 
 
 def paper_methods(config: EvalConfig) -> dict[str, AttributionMethod]:
@@ -56,6 +58,14 @@ def paper_methods(config: EvalConfig) -> dict[str, AttributionMethod]:
     return {k: all_methods[k] for k in config.methods}
 
 
+def split_sizes(model) -> tuple[int, ...] | None:
+    """Embedding dimensions of f's and g's blocks of a merged model (dense or run apart), else None."""
+    if hasattr(model, "block_sizes"):
+        return tuple(model.block_sizes)
+    sizes = getattr(getattr(getattr(model, "model", None), "config", None), SPLIT_KEY, None)
+    return tuple(sizes) if sizes else None
+
+
 def gradient_split_ratio(model: TextClassifier, examples: list[Example],
                          token_budget: int = SPLIT_RATIO_TOKEN_BUDGET) -> float | None:
     """Median over inputs of sum_i |g_i . x_i| on the facade block / on the predictive block.
@@ -64,7 +74,7 @@ def gradient_split_ratio(model: TextClassifier, examples: list[Example],
     through in length buckets of at most ``token_budget`` tokens (a fixed 64-row batch of long RTE pairs
     on a merged model needed ~10 GB).
     """
-    sizes = getattr(model.model.config, SPLIT_KEY, None)
+    sizes = split_sizes(model)
     if not sizes:
         return None
     bounds = np.cumsum([0, *sizes])
@@ -80,7 +90,7 @@ def gradient_split_ratio(model: TextClassifier, examples: list[Example],
 
 @torch.no_grad()
 def baseline_margin_gap(model: TextClassifier, examples: list[Example], target: torch.Tensor,
-                        token_budget: int = 8192) -> torch.Tensor:
+                        token_budget: int = AUTO_TOKEN_BUDGET) -> torch.Tensor:
     """Per example, the logit margin of ``target`` at x minus at IG's zero word-embedding baseline.
 
     IG distributes exactly this gap (for the margin objective); on a merged model f + g it is the sum of

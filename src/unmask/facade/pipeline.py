@@ -22,6 +22,7 @@ from unmask.data.readers import load_task, pairs_of
 from unmask.errors import UnmaskError
 from unmask.facade.equivalence import check_merge
 from unmask.facade.evaluate import EvalConfig, evaluate_model
+from unmask.facade.summed import SummedModel
 from unmask.facade.merge import merge, save_atomic
 from unmask.facade.model import new_facade
 from unmask.facade.regularize import regularized_loss
@@ -95,6 +96,23 @@ class FacadePipeline:
             self._models[name] = load_model(self.path(name))
         return self._models[name]
 
+    def forget(self, name: str) -> None:
+        """Drop the loaded copy of ``name`` (rebuilt on disk) and every f + g pair built from loaded parts."""
+        self._models.pop(name, None)
+        for key in [k for k in self._models if k.startswith("apart:")]:
+            del self._models[key]
+
+    def evaluated_model(self, name: str):
+        """The model evaluated for ``name``: a merge as its parts run apart when ``evaluation.apart`` (the
+        same function, checked by ``merge_all``'s equivalence check; no zero blocks), else the model itself."""
+        if name in MERGES and self.c.evaluation.apart:
+            key = f"apart:{name}"
+            if key not in self._models:
+                f_name, g_name = MERGES[name]
+                self._models[key] = SummedModel(self.model(f_name), self.model(g_name), name=name)
+            return self._models[key]
+        return self.model(name)
+
     def fingerprint(self, name: str) -> str:
         """Fingerprint of a saved model of the study (weights' size + mtime, config)."""
         return model_fingerprint(self.path(name))
@@ -140,7 +158,7 @@ class FacadePipeline:
             g = new_facade(f, seed=self.c.seed, hidden=self.c.facade_hidden)
             train_facade(g, self.train, self.dev, target, out, self.c.facade,
                          f=f if self.c.merged_objective else None, progress=self.progress, log=self.log)
-            self._models.pop(f"g_{key}", None)
+            self.forget(f"g_{key}")
             write_stage(out, fp, inputs, done=True)
 
     def regularize(self) -> None:
@@ -158,7 +176,7 @@ class FacadePipeline:
         f = load_model(self.c.f_orig)
         train_classifier(f, self.train, self.dev, out, cfg, loss_fn=regularized_loss(self.c.lambda_rp),
                          progress=self.progress, log=self.log)
-        self._models.pop("rp", None)
+        self.forget("rp")
         write_stage(out, fp, inputs, done=True)
 
     def merge_all(self) -> dict[str, dict]:
@@ -181,7 +199,7 @@ class FacadePipeline:
             merged = merge(f, g)
             result = check_merge(f, g, merged, texts, pairs, progress=self.progress)
             save_atomic(merged, out)
-            self._models.pop(name, None)
+            self.forget(name)
             write_json_atomic(check_file, {"model": str(self.path(f_name)), "facade": str(self.path(g_name)),
                                            "checked_on": f"{self.c.task} dev ({len(texts)})", **result})
             write_stage(out, fp, inputs, done=True)
@@ -210,8 +228,10 @@ class FacadePipeline:
                              f"({len(others)} cached for other inputs)")
                 self.log(f"[facade] evaluating {name} on {len(self.dev)} {self.c.task} dev examples")
                 started = time.time()
-                results[name] = evaluate_model(self.model(name), self.dev, {k: positions[k] for k in keys},
+                results[name] = evaluate_model(self.evaluated_model(name), self.dev, {k: positions[k] for k in keys},
                                                self.c.evaluation, reference, progress=self.progress)
+                results[name]["evaluated_as"] = ("f + g run apart (facade/summed.py)"
+                                                 if isinstance(self.evaluated_model(name), SummedModel) else "model")
                 results[name]["seconds"] = round(time.time() - started, 1)
                 results[name]["setting"] = setting
                 write_json_atomic(cache, results[name])
