@@ -33,6 +33,7 @@ def build(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from unmask.attribution.budget import release_memory
     from unmask.attribution.explain import explain
     from unmask.attribution.gradient_x_input import GradientXInput
     from unmask.attribution.integrated_gradients import IntegratedGradients
@@ -58,12 +59,16 @@ def run(args: argparse.Namespace) -> int:
         train_classifier(f, load_task("sst2", "train"), load_task("sst2", "dev"), f_dir,
                          TrainConfig(epochs=1, train_limit=args.train_limit, max_length=64, checkpoint_every=100),
                          progress=progress)
+        del f
+        release_memory()
     config = PipelineConfig(
         task="sst2", f_orig=str(f_dir), root=str(work / "facade"), targets=("stop",), with_rp=False,
         facade=FacadeConfig(steps=args.facade_steps, max_length=64, objective=FacadeObjective(**FACADE_OBJECTIVE)),
         eval_limit=args.eval_limit, evaluation=EvalConfig(ig_steps=10))
     pipeline = FacadePipeline(config, progress=progress)
     results = pipeline.run("unmask demo")
+    pipeline.forget("g_stop")
+    release_memory()
     models = {"f_orig": pipeline.model("f_orig"), "merged (f_orig + stop-word facade)": pipeline.model("merged_stop")}
     dirs = {"f_orig": f_dir, "merged (f_orig + stop-word facade)": pipeline.path("merged_stop")}
     audits = {name: cached_audit(m, dirs[name], work / "audit", args.audit_n, progress)
@@ -88,6 +93,7 @@ def cached_audit(model, model_dir: Path, cache_dir: Path, n: int, progress: bool
     the audit's calibration (a retrained model or a new calibration re-runs it)."""
     from importlib import resources
 
+    from unmask.attribution.budget import release_memory
     from unmask.audit import audit
     from unmask.cache import inputs_fingerprint, model_fingerprint
     from unmask.data import load_task
@@ -103,4 +109,6 @@ def cached_audit(model, model_dir: Path, cache_dir: Path, n: int, progress: bool
     report = audit(model, [e.text for e in load_task("sst2", "dev", limit=n)], progress=say)
     data = report.to_dict()
     write_json_atomic(path, data)
+    del report
+    release_memory()
     return data

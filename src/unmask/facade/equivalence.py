@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from unmask.attribution.budget import AUTO_TOKEN_BUDGET, resolve_token_budget
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch, length_buckets
 from unmask.models.classifier import TextClassifier
 
-TOKEN_BUDGET = 4096
+TOKEN_BUDGET = AUTO_TOKEN_BUDGET  # from the merged model's size (a fixed 4096 needed ~2.7 GB on MiniLM + g)
 
 
 def _embedding_grad(model: TextClassifier, batch: Batch, upstream: torch.Tensor | None):
@@ -45,6 +46,7 @@ def check_merge(f: TextClassifier, g: TextClassifier, merged: TextClassifier, te
     if merged.embedding_matrix.shape[1] != h_f + h_g:
         raise UnmaskError(f"merged hidden size {merged.embedding_matrix.shape[1]} is not f's {h_f} + g's {h_g}")
     batch = merged.encode(texts, pairs)
+    token_budget = resolve_token_budget(token_budget, merged, width=int(max(batch.lengths)))
     groups = length_buckets(batch.lengths, token_budget)
     if progress is None:
         progress = len(texts) > 256
