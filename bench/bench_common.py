@@ -50,6 +50,42 @@ def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
+BF16_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8", "avx2", "fma")
+
+
+def lscpu_info() -> dict:
+    """The CPU as ``lscpu`` reports it (model name, vendor, cores, caches, all flags) and whether the flags
+    that decide bf16 speed are present: ``native_bf16`` = avx512_bf16 or amx_bf16, the rule
+    ``precision="auto"`` uses (``unmask.attribution.precision``). Falls back to /proc/cpuinfo."""
+    import subprocess
+
+    fields: dict = {}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=True).stdout
+        for line in out.splitlines():
+            if ":" in line:
+                k, v = line.split(":", 1)
+                fields[k.strip()] = v.strip()
+        source = "lscpu"
+    except (OSError, subprocess.SubprocessError):
+        source = "/proc/cpuinfo"
+    flags = fields.pop("Flags", "").split()
+    if not flags:
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    break
+        except OSError:
+            pass
+    keep = ("Model name", "Vendor ID", "Architecture", "CPU(s)", "Thread(s) per core", "Core(s) per socket",
+            "Socket(s)", "CPU max MHz", "L1d cache", "L2 cache", "L3 cache", "Hypervisor vendor")
+    present = set(flags)
+    return {"source": source, **{k: fields[k] for k in keep if k in fields},
+            "flags_of_interest": {f: f in present for f in BF16_FLAGS},
+            "native_bf16": bool({"avx512_bf16", "amx_bf16"} & present), "flags": flags}
+
+
 def machine_info() -> dict:
     cpu = "unknown"
     try:
@@ -65,7 +101,7 @@ def machine_info() -> dict:
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "torch": torch.__version__, "captum": captum.__version__,
             "transformers": transformers.__version__, "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "lscpu": lscpu_info()}
 
 
 @dataclass
