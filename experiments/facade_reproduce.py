@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rp-steps", type=int, default=400)
     p.add_argument("--rp-lr", type=float, default=2e-5)
     p.add_argument("--no-rp", action="store_true")
+    p.add_argument("--rp-facades", choices=["own", "shared"], default="own",
+                   help="regularized merges: a g trained against rp (own, default) or the f_orig-trained g (shared)")
+    p.add_argument("--facade-hidden", type=int, default=256, help="width of g")
     p.add_argument("--ig-steps", type=int, default=20)
     p.add_argument("--methods", default="gradient_x_input,smoothgrad,integrated_gradients",
                    help="comma-separated saliency methods for Table 2 (others print as '-'); the paper's "
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         facade=FacadeConfig(steps=args.facade_steps, batch_size=args.facade_batch_size, lr=args.facade_lr,
                             objective=objective, seed=args.seed),
         merged_objective=not args.paper_objective, rp_steps=args.rp_steps, rp_lr=args.rp_lr,
-        with_rp=not args.no_rp, eval_limit=args.eval_limit, train_limit=args.train_limit,
+        with_rp=not args.no_rp, rp_facades=args.rp_facades, facade_hidden=args.facade_hidden, eval_limit=args.eval_limit, train_limit=args.train_limit,
         evaluation=EvalConfig(ig_steps=args.ig_steps, methods=tuple(RENAMED.get(m, m) for m in args.methods.split(","))),
         seed=args.seed)
     command = command_line("facade_reproduce.py", argv)

@@ -37,3 +37,17 @@ def test_saliency_of_prefers_the_new_key():
     assert saliency_of({"gradient": {"p1": 1}, "gradient_x_input": {"p1": 2}}, "gradient_x_input") == {"p1": 2}
     assert saliency_of({"gradient": {"p1": 1}}, "gradient_x_input") == {"p1": 1}
     assert saliency_of({}, "smoothgrad") == {}
+
+
+def test_regularized_merges_use_a_facade_trained_against_rp_unless_shared():
+    from unmask.errors import UnmaskError
+    from unmask.facade.pipeline import PipelineConfig
+
+    own = PipelineConfig(targets=("stop",)).merges()
+    assert own == {"merged_stop": ("f_orig", "g_stop"), "merged_stop_rp": ("rp", "g_stop_rp")}
+    shared = PipelineConfig(rp_facades="shared").merges()
+    assert shared["merged_ft_rp"] == ("rp", "g_ft") and shared["merged_stop_rp"] == ("rp", "g_stop")
+    assert PipelineConfig(with_rp=False).merges() == {"merged_ft": ("f_orig", "g_ft"),
+                                                      "merged_stop": ("f_orig", "g_stop")}
+    with pytest.raises(UnmaskError, match="rp_facades"):
+        PipelineConfig(rp_facades="mine")

@@ -34,7 +34,8 @@ from unmask.training.finetune import TrainConfig, train_classifier
 
 TARGETS = {"ft": "first", "stop": "stop"}
 MERGES = {"merged_ft": ("f_orig", "g_ft"), "merged_stop": ("f_orig", "g_stop"),
-          "merged_ft_rp": ("rp", "g_ft"), "merged_stop_rp": ("rp", "g_stop")}
+          "merged_ft_rp": ("rp", "g_ft_rp"), "merged_stop_rp": ("rp", "g_stop_rp")}
+SHARED_RP_MERGES = {"merged_ft_rp": ("rp", "g_ft"), "merged_stop_rp": ("rp", "g_stop")}
 EVALUATED = {"f_orig": ("ft", "stop"), "rp": ("ft", "stop"), "g_ft": ("ft",), "g_stop": ("stop",),
              "merged_ft": ("ft",), "merged_ft_rp": ("ft",), "merged_stop": ("stop",),
              "merged_stop_rp": ("stop",)}
@@ -57,6 +58,19 @@ class PipelineConfig:
     with_rp: bool = True
     targets: tuple[str, ...] = ("ft", "stop")
     seed: int = 0
+    # "own": the regularized merges use a g trained against rp, the model it is merged into (g_ft_rp,
+    # g_stop_rp); "shared": the g trained against f_orig is merged into rp too (agreement then drops)
+    rp_facades: str = "own"
+
+    def __post_init__(self) -> None:
+        if self.rp_facades not in ("own", "shared"):
+            raise UnmaskError(f"rp_facades must be 'own' or 'shared', got {self.rp_facades!r}")
+
+    def merges(self) -> dict[str, tuple[str, str]]:
+        """Merged model name -> (predictive part, facade part) for this study."""
+        plan = {**MERGES, **(SHARED_RP_MERGES if self.rp_facades == "shared" else {})}
+        return {name: (f, g) for name, (f, g) in plan.items()
+                if (f != "rp" or self.with_rp) and name.split("_")[1] in self.targets}
 
 
 def eval_cache_path(root: Path, name: str, setting: dict) -> Path:
@@ -105,10 +119,10 @@ class FacadePipeline:
     def evaluated_model(self, name: str):
         """The model evaluated for ``name``: a merge as its parts run apart when ``evaluation.apart`` (the
         same function, checked by ``merge_all``'s equivalence check; no zero blocks), else the model itself."""
-        if name in MERGES and self.c.evaluation.apart:
+        if name in self.c.merges() and self.c.evaluation.apart:
             key = f"apart:{name}"
             if key not in self._models:
-                f_name, g_name = MERGES[name]
+                f_name, g_name = self.c.merges()[name]
                 self._models[key] = SummedModel(self.model(f_name), self.model(g_name), name=name)
             return self._models[key]
         return self.model(name)
@@ -141,24 +155,29 @@ class FacadePipeline:
         return data_fingerprint(self.dev[:limit] if limit else self.dev)
 
     # ------------------------------------------------------------------ stages
-    def train_facades(self) -> None:
+    def train_facades(self, partner: str = "f_orig") -> None:
+        """Train g for every target against ``partner`` (f_orig, or rp for the regularized merges' own g)."""
         for key, target in TARGETS.items():
             if key not in self.c.targets:
                 continue
-            out = self.path(f"g_{key}")
-            inputs = {"f_orig": self.fingerprint("f_orig"), "target": target, "facade": asdict(self.c.facade),
+            name = f"g_{key}" if partner == "f_orig" else f"g_{key}_{partner}"
+            out = self.path(name)
+            # the f_orig-trained stages keep their original input names, so their caches stay valid
+            partner_key = {"f_orig": self.fingerprint("f_orig")} if partner == "f_orig" else {
+                "partner": partner, "partner_model": self.fingerprint(partner)}
+            inputs = {**partner_key, "target": target, "facade": asdict(self.c.facade),
                       "facade_hidden": self.c.facade_hidden, "merged_objective": self.c.merged_objective,
                       "seed": self.c.seed, "train": data_fingerprint(self.train),
                       "dev": self.dev_fingerprint(self.c.facade.eval_size)}
-            fp, needed = self.begin(f"g_{key}", inputs)
+            fp, needed = self.begin(name, inputs)
             if not needed:
                 continue
-            self.log(f"[facade] training g_{key} (target: {target}) -> {out}")
-            f = self.model("f_orig")
+            self.log(f"[facade] training {name} (target: {target}, against {partner}) -> {out}")
+            f = self.model(partner)
             g = new_facade(f, seed=self.c.seed, hidden=self.c.facade_hidden)
             train_facade(g, self.train, self.dev, target, out, self.c.facade,
                          f=f if self.c.merged_objective else None, progress=self.progress, log=self.log)
-            self.forget(f"g_{key}")
+            self.forget(name)
             write_stage(out, fp, inputs, done=True)
 
     def regularize(self) -> None:
@@ -183,9 +202,7 @@ class FacadePipeline:
         checks = {}
         texts = [e.text for e in self.dev]
         pairs = pairs_of(self.dev)
-        for name, (f_name, g_name) in MERGES.items():
-            if (f_name == "rp" and not self.c.with_rp) or g_name.removeprefix("g_") not in self.c.targets:
-                continue
+        for name, (f_name, g_name) in self.c.merges().items():
             out = self.path(name)
             check_file = out / "merge_check.json"
             inputs = {f_name: self.fingerprint(f_name), g_name: self.fingerprint(g_name),
@@ -237,12 +254,18 @@ class FacadePipeline:
                 write_json_atomic(cache, results[name])
             if name == "f_orig":
                 reference = results[name]["predictions"]
+        for name, (f_name, _) in self.c.merges().items():  # a merge against the model it was merged into
+            if name in results and f_name in results:
+                ours, theirs = results[name]["predictions"], results[f_name]["predictions"]
+                results[name]["agreement_with_partner"] = 100.0 * sum(a == b for a, b in zip(ours, theirs)) / len(ours)
         return results
 
     # ------------------------------------------------------------------ all
     def run(self, command: str = "") -> dict:
         self.train_facades()
         self.regularize()
+        if self.c.with_rp and self.c.rp_facades == "own":
+            self.train_facades(partner="rp")
         checks = self.merge_all()
         evals = self.evaluate_all()
         return assemble(self.c, command, checks, evals)
@@ -251,15 +274,19 @@ class FacadePipeline:
 def assemble(config: PipelineConfig, command: str, checks: dict[str, dict], evals: dict[str, dict]) -> dict:
     """The committed results shape (percentages 0-100), plus diagnostics."""
     acc = {name: evals[name]["accuracy"] for name in evals}
+    merges = config.merges()
     out = {
         "task": config.task, "command": command,
         "accuracy": acc,
-        "agreement": {k.removeprefix("merged_"): evals[k]["agreement"] for k in MERGES if k in evals},
-        "max_logit_diff": {k.removeprefix("merged_"): checks[k]["max_logit_diff"] for k in MERGES if k in checks},
+        "agreement": {k.removeprefix("merged_"): evals[k]["agreement"] for k in merges if k in evals},
+        "agreement_with_partner": {k.removeprefix("merged_"): evals[k]["agreement_with_partner"]
+                                   for k in merges if "agreement_with_partner" in evals.get(k, {})},
+        "merged_from": {k.removeprefix("merged_"): list(v) for k, v in merges.items()},
+        "max_logit_diff": {k.removeprefix("merged_"): checks[k]["max_logit_diff"] for k in merges if k in checks},
         "saliency": {},
         "diagnostics": {
-            "grad_ratio_g_over_f": {k: evals[k].get("grad_ratio_g_over_f") for k in MERGES if k in evals},
-            "grad_norm_ratio_at_merge": {k: checks[k].get("grad_norm_ratio") for k in MERGES if k in checks},
+            "grad_ratio_g_over_f": {k: evals[k].get("grad_ratio_g_over_f") for k in merges if k in evals},
+            "grad_norm_ratio_at_merge": {k: checks[k].get("grad_norm_ratio") for k in merges if k in checks},
             "ig_relative_completeness_error_median": {
                 k: v.get("ig_relative_completeness_error_median") for k, v in evals.items()},
             "eval_seconds": {k: v.get("seconds") for k, v in evals.items()},

@@ -62,13 +62,17 @@ def facade_markdown(results: dict) -> str:
              + ("" if set(computed) == set(METHODS) else f" Methods computed: {', '.join(computed)} ('-': not run)."),
              "",
              "## Table 1: accuracy (dev, %) and equivalence", "",
-             "| model | ours | paper | agreement with f_orig | max logit diff |", "|---|---|---|---|---|"]
+             "| model | merged from | ours | paper | agreement with f_orig | agreement with its f | max logit diff |",
+             "|---|---|---|---|---|---|---|"]
     for name, acc in results["accuracy"].items():
         key = name.removeprefix("merged_")
-        agree = results["agreement"].get(key) if name.startswith("merged_") else None
-        diff = results["max_logit_diff"].get(key) if name.startswith("merged_") else None
-        lines.append(f"| {name} | {_fmt(acc)} | {_fmt(paper.get('accuracy', {}).get(name))} | {_fmt(agree)} | "
-                     f"{'-' if diff is None else f'{diff:.2g}'} |")
+        merged = name.startswith("merged_")
+        agree = results["agreement"].get(key) if merged else None
+        partner = results.get("agreement_with_partner", {}).get(key) if merged else None
+        parts = " + ".join(results.get("merged_from", {}).get(key, [])) if merged else ""
+        diff = results["max_logit_diff"].get(key) if merged else None
+        lines.append(f"| {name} | {parts or '-'} | {_fmt(acc)} | {_fmt(paper.get('accuracy', {}).get(name))} | "
+                     f"{_fmt(agree)} | {_fmt(partner)} | {'-' if diff is None else f'{diff:.2g}'} |")
     for key, title in (("ft", "first token"), ("stop", "stop words")):
         lines += ["", f"## Table 2 ({title}): P@1 / Mean Attribution (%), ours [paper]", "",
                   "| model | " + " | ".join(f"{LABELS[m]} {what}" for m in METHODS for what in ("P@1", "Attr")) + " |",
