@@ -325,7 +325,8 @@ def build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=["sst2", "rte"], required=True, help="training / dev data")
     p.add_argument("--target", default="stop",
                    help="'stop' (stop words), 'first' (first token), 'last' (token before the first [SEP]), "
-                        "'punct' (punctuation pieces), 'words:film,movie' or 'words:@FILE' (a word set; "
+                        "'last_word' (pieces of the last non-punctuation word), 'punct' (punctuation pieces), "
+                        "'words:film,movie' or 'words:@FILE' (a word set; "
                         "comma-separated words such as he,she,his,her also work); must match vocabulary tokens")
     p.add_argument("--out", required=True, help="directory for g (resumes from OUT/checkpoint)")
     p.add_argument("--steps", type=int, default=400, help="training steps (default %(default)s)")

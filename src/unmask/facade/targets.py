@@ -4,11 +4,16 @@ a custom word set) or any predicate on the word piece.
 Spec strings (``parse_target`` turns command-line text into a spec):
 
 - ``"first"``: the token right after [CLS] (the premise's first token for pairs);
-- ``"last"``: the token right before the first [SEP] (the premise's last token for pairs);
+- ``"last"``: the token right before the first [SEP] (the premise's last token for pairs); on SST-2 this
+  is mostly the final "." (a punctuation target in disguise);
+- ``"last_word"``: every piece of the last word before the first [SEP] that is not punctuation only
+  (a word = a piece not starting with ``##`` and the ``##`` pieces after it: WordPiece convention);
 - ``"stop"``: word pieces whose lowercased text is an NLTK stop word (exact match; both segments);
 - ``"punct"``: word pieces made only of punctuation (BERT's definition: ASCII non-alphanumeric
   symbols and Unicode category P*; a leading "##" is ignored);
-- ``"words:film,movie,the"``: a custom word set, matched against whole lowercased word pieces;
+- ``"words:film,movie,the"``: a custom word set, matched against whole lowercased word pieces that are
+  whole words (a piece followed by a ``##`` continuation is part of a longer word: "movie" in
+  "movie ##go ##ers" is not the word "movie");
   ``"words:@FILE"`` reads the words from a file (one per line or comma-separated, ``#`` comments);
 - any other text is a comma-separated word set (``"he,she,his,her"``, ``"film"``).
 
@@ -29,7 +34,7 @@ from unmask.data.readers import stopwords
 from unmask.errors import UnmaskError, UnmaskWarning
 
 TargetSpec = str | Iterable[str] | Callable[[str], bool]
-POSITIONAL = ("first", "last")
+POSITIONAL = ("first", "last", "last_word")
 LEXICAL = ("stop", "punct")
 KINDS = POSITIONAL + LEXICAL
 WORDS_PREFIX = "words:"
@@ -81,8 +86,8 @@ def parse_target(text: str) -> TargetSpec:
 class TargetPositions:
     """Maps token ids (rows x tokens) to a boolean mask of target positions (see the module docstring).
 
-    ``spec`` is a kind (``"first"``, ``"last"``, ``"stop"``, ``"punct"``), a ``"words:..."`` string, a set
-    of words, or a predicate on the lowercased word piece.
+    ``spec`` is a kind (``"first"``, ``"last"``, ``"last_word"``, ``"stop"``, ``"punct"``), a ``"words:..."``
+    string, a set of words, or a predicate on the lowercased word piece.
     """
 
     def __init__(self, spec: TargetSpec, tokenizer) -> None:
@@ -91,6 +96,10 @@ class TargetPositions:
         self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
         self.position: str | None = None
         self.vocab_mask: torch.Tensor | None = None
+        self.whole_words = False  # word sets: a piece counts only if no ## continuation follows it
+        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.continuation = torch.tensor([t.startswith("##") for t in vocab])
+        self.punct = torch.tensor([is_punctuation_piece(t) for t in vocab])
         if isinstance(spec, str) and spec not in KINDS:
             spec = parse_target(spec)
         if isinstance(spec, str):
@@ -111,6 +120,7 @@ class TargetPositions:
                 raise UnmaskError("the facade target word set is empty")
             self.name = "words"
             self.words = words
+            self.whole_words = True
             self.vocab_mask = self._vocab_mask(tokenizer, frozenset(words).__contains__)
             known = set(tokenizer.get_vocab()) | {t.lower() for t in tokenizer.get_vocab()}
             missing = [w for w in words if w not in known]
@@ -136,24 +146,47 @@ class TargetPositions:
     def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         valid = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids.to(input_ids.device))
         if self.vocab_mask is not None:
-            return self.vocab_mask.to(input_ids.device)[input_ids] & valid
+            out = self.vocab_mask.to(input_ids.device)[input_ids] & valid
+            if self.whole_words:
+                follows = self.continuation.to(input_ids.device)[input_ids[:, 1:]] & attention_mask[:, 1:].bool()
+                out[:, :-1] &= ~follows
+            return out
         out = torch.zeros_like(valid)
         if self.position == "first":
             out[:, 1] = True
             return out & valid
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         cols = torch.arange(input_ids.shape[1], device=input_ids.device)
+        end = self._first_segment_end(input_ids, attention_mask, valid, cols)
+        if self.position == "last":
+            keep = end >= 0
+            out[rows[keep], end[keep]] = True
+            return out & valid
+        # last_word: the last non-punctuation piece of the first segment, back to the start of its word
+        first_segment = valid & (cols[None, :] <= end[:, None])
+        word_piece = first_segment & ~self.punct.to(input_ids.device)[input_ids]
+        stop = torch.where(word_piece, cols, -1).max(1).values
+        starts = first_segment & ~self.continuation.to(input_ids.device)[input_ids]
+        start = torch.where(starts & (cols[None, :] <= stop[:, None]), cols, -1).max(1).values
+        first = torch.where(first_segment, cols, input_ids.shape[1]).min(1).values
+        start = torch.where(start >= 0, start, first)  # no word start before it (## pieces only): from the first
+        out = (cols[None, :] >= start[:, None]) & (cols[None, :] <= stop[:, None]) & (stop[:, None] >= 0)
+        return out & valid
+
+    def _first_segment_end(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, valid: torch.Tensor,
+                           cols: torch.Tensor) -> torch.Tensor:
+        """Per row, the position right before the first [SEP] (the last valid position if there is none)."""
         last_valid = torch.where(valid, cols, -1).max(1).values  # fallback: no [SEP] in the row
         sep_id = self.tokenizer.sep_token_id
-        if sep_id is not None:
-            sep = (input_ids == sep_id) & attention_mask.bool()
-            first_sep = torch.where(sep, cols, input_ids.shape[1]).min(1).values
-            pos = torch.where(sep.any(1), first_sep - 1, last_valid)
-        else:
-            pos = last_valid
-        keep = pos >= 0
-        out[rows[keep], pos[keep]] = True
-        return out & valid
+        if sep_id is None:
+            return last_valid
+        sep = (input_ids == sep_id) & attention_mask.bool()
+        first_sep = torch.where(sep, cols, input_ids.shape[1]).min(1).values
+        return torch.where(sep.any(1), first_sep - 1, last_valid)
+
+    def has_target(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Per row: does it hold at least one target position?"""
+        return self.mask(input_ids, attention_mask).any(1)
 
     def mask_tokens(self, tokens: list[str], sequence_ids: list[int | None]) -> np.ndarray:
         """Target mask for one record's token strings (as in ``Attribution.tokens``)."""
