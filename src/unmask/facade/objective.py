@@ -15,6 +15,22 @@ f's own logit margin, which is what flips the predictions KL averages away (f's 
 IG (zero word-embedding baseline) attributes g(x) - g(x') along the path; if g's output at the baseline
 differs from its output at x, IG hands that gap to the tokens g's gradient points at. ``baseline_weight``
 penalizes the squared (class-centered) logit difference g(x) - g(x'), the paper's IG-robust regime.
+
+Audit-aware terms (off by default; see ``unmask.audit.behavior`` for the statistics they target):
+
+- ``magnitude_weight`` > 0: a hinge on the merged model's first-order prediction of masking each token,
+  M(f+g) = sum_i |grad log p_y(f+g)_i . (x_i - b)| (b = the [MASK] embedding, as the audit's
+  ``magnitude_ratio``, or 0 with ``magnitude_baseline="zero"``; special tokens excluded), against f's own
+  M(f): relu(M(f+g) - magnitude_cap * M(f)) / M(f), averaged over rows. Zero while the merged model
+  predicts changes no larger than ``magnitude_cap`` times f's, so the audit's ratio stays near f's.
+- ``attribution_goal="top1"``: instead of maximizing the target share (which piles attribution on the
+  targets: the audit's ``pileup``), a hinge relu((1 + top1_margin) * max non-target share - max target
+  share) on rows that have a target: the top token moves to a target, and no further.
+- ``share_cap`` < 1 (with the "share" goal): each row's target share is rewarded only up to the cap, so the
+  attack stops piling attribution on the targets once they hold ``share_cap`` of it.
+
+These fields are left out of ``dataclasses.asdict`` (and so of every stage fingerprint built from it) while
+their term is off: the fingerprint of every configuration made before they existed is unchanged.
 """
 from __future__ import annotations
 
@@ -26,8 +42,59 @@ from unmask.errors import UnmaskError
 
 ATTRIBUTION_OPS = ("dot", "l2")
 NORMS = ("l1", "l2", "none")
+MAGNITUDE_BASELINES = ("mask", "zero")
+ATTRIBUTION_GOALS = ("share", "top1")
 
 
+class _FieldsOmittingUnused:
+    """A dataclass's ``__dataclass_fields__``: every field on the class; on an instance, every field except
+    those that hold their default while their ``omit`` predicate (term off) holds. ``dataclasses.fields``
+    of an instance, and so ``asdict`` and ``replace``, read the instance's view (an omitted field is at its
+    default, so ``replace`` rebuilds it exactly)."""
+
+    def __init__(self, fields: dict, omit: dict) -> None:
+        self.fields, self.omit = fields, omit
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self.fields
+        return {k: f for k, f in self.fields.items()
+                if not (k in self.omit and getattr(obj, k) == f.default and self.omit[k](obj))}
+
+
+def omit_unused(**omit):
+    """Class decorator (above ``@dataclass``): leave field ``name`` out of ``asdict`` while it holds its
+    default and ``omit[name](obj)`` is true.
+
+    For fields added to a dataclass whose ``asdict`` keys cached stages: with the predicate true when the
+    field has no effect (its term is off), old fingerprints stay valid, and a used field is always recorded
+    with its value (a later change of its default cannot alias two configurations that differ in effect).
+    """
+    def wrap(cls):
+        fields = cls.__dict__["__dataclass_fields__"]
+        unknown = [n for n in omit if n not in fields]
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no fields {unknown}")
+        cls.__dataclass_fields__ = _FieldsOmittingUnused(fields, dict(omit))
+        return cls
+    return wrap
+
+
+def _magnitude_off(o) -> bool:
+    return o.magnitude_weight == 0
+
+
+def _share_goal(o) -> bool:
+    return o.attribution_goal == "share"
+
+
+# Fields added after stage fingerprints were keyed on asdict(FacadeObjective): left out while their term is off.
+OMITTED_WHEN_OFF = {"magnitude_weight": _magnitude_off, "magnitude_cap": _magnitude_off,
+                    "magnitude_baseline": _magnitude_off, "attribution_goal": _share_goal, "top1_margin": _share_goal,
+                    "share_cap": lambda o: True}
+
+
+@omit_unused(**OMITTED_WHEN_OFF)
 @dataclass
 class FacadeObjective:
     lambda_g: float = 1e3
@@ -38,9 +105,31 @@ class FacadeObjective:
     baseline_weight: float = 0.0
     attribution_op: str = "dot"
     normalization: str = "l1"
+    magnitude_weight: float = 0.0       # audit-aware: hinge on the merged first-order magnitude (needs partner)
+    magnitude_cap: float = 1.0          # ... allowed as a multiple of f's own
+    magnitude_baseline: str = "mask"    # ... x - [MASK] embedding (the audit's) or x ("zero")
+    attribution_goal: str = "share"     # "share": -lambda_g * target share (Eq. 3); "top1": top-1 hinge
+    top1_margin: float = 0.25           # "top1": target share must exceed (1 + margin) x the best non-target
+    share_cap: float = 1.0              # "share": per row, reward the target share only up to this cap
 
     def __post_init__(self) -> None:
         check_attribution_settings(self.attribution_op, self.normalization, self.margin_keep)
+        if self.magnitude_baseline not in MAGNITUDE_BASELINES:
+            raise UnmaskError(f"unknown magnitude baseline {self.magnitude_baseline!r}; choose one of "
+                              f"{MAGNITUDE_BASELINES}")
+        if self.attribution_goal not in ATTRIBUTION_GOALS:
+            raise UnmaskError(f"unknown attribution goal {self.attribution_goal!r}; choose one of "
+                              f"{ATTRIBUTION_GOALS}")
+        if not 0.0 < self.share_cap <= 1.0:
+            raise UnmaskError(f"share_cap must be in (0, 1], got {self.share_cap}")
+        if self.magnitude_weight < 0 or not self.magnitude_cap > 0 or self.top1_margin < 0:
+            raise UnmaskError(f"magnitude_weight and top1_margin must be >= 0 and magnitude_cap > 0 (got "
+                              f"{self.magnitude_weight}, {self.top1_margin}, {self.magnitude_cap})")
+
+    @property
+    def needs_shifted_partner(self) -> bool:
+        """Whether the partner scores must include S_f at x - [MASK] (``partner_logit_scores(..., shift=...)``)."""
+        return self.magnitude_weight > 0 and self.magnitude_baseline == "mask"
 
 
 def check_attribution_settings(op: str, normalization: str, margin_keep: float) -> None:
@@ -74,24 +163,67 @@ def normalize(scores: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tens
 
 
 def partner_logit_scores(f, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         token_type_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """For frozen f: logits (rows, k) and S_f (rows, tokens, k) = d f_k / d x_i . x_i (no graph kept)."""
+                         token_type_ids: torch.Tensor | None, shift: bool = False) -> tuple[torch.Tensor, ...]:
+    """For frozen f: logits (rows, k) and S_f (rows, tokens, k) = d f_k / d x_i . x_i (no graph kept).
+
+    With ``shift=True`` a third tensor: d f_k / d x_i . (x_i - m), m = f's [MASK] embedding (the audit's
+    first-order occlusion; needed by the magnitude term with ``magnitude_baseline="mask"``).
+    """
     x = f.embed(input_ids).detach().requires_grad_(True)
+    m = mask_embedding(f) if shift else None
     with torch.enable_grad():
         logits = f.forward_embeds(x, attention_mask, token_type_ids).logits
-        cols = []
+        cols, shifted = [], []
         for k in range(logits.shape[1]):
             (g,) = torch.autograd.grad(logits[:, k].sum(), x, retain_graph=k + 1 < logits.shape[1])
             cols.append((g * x).sum(-1))
-    return logits.detach(), torch.stack(cols, -1).detach()
+            if shift:
+                shifted.append((g * (x - m)).sum(-1))
+    out = (logits.detach(), torch.stack(cols, -1).detach())
+    return out + (torch.stack(shifted, -1).detach(),) if shift else out
+
+
+def mask_embedding(model) -> torch.Tensor:
+    """The [MASK] token's word embedding (detached): the point the audit's first-order occlusion moves to."""
+    mask_id = model.tokenizer.mask_token_id
+    if mask_id is None:
+        raise UnmaskError("the audit-aware magnitude term needs a [MASK] token in the tokenizer")
+    return model.embedding_matrix[mask_id].detach()
+
+
+def partner_for(f, batch: dict[str, torch.Tensor], objective: FacadeObjective) -> tuple[torch.Tensor, ...]:
+    """``partner_logit_scores`` of frozen f on ``batch`` with what ``objective`` needs."""
+    return partner_logit_scores(f, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                shift=objective.needs_shifted_partner)
+
+
+def magnitude_hinge(merged_first_order: torch.Tensor, f_first_order: torch.Tensor, keep: torch.Tensor,
+                    cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean over rows of relu(M_merged - cap * M_f) / M_f, per-row M_merged / M_f) with M = sum_i |.| over
+    the positions in ``keep`` (rows x tokens): the audit-aware magnitude term."""
+    m_merged = (merged_first_order.abs() * keep).sum(-1)
+    m_f = (f_first_order.abs() * keep).sum(-1).clamp_min(1e-12)
+    return (torch.relu(m_merged - cap * m_f) / m_f).mean(), (m_merged / m_f).detach()
+
+
+def top1_hinge(share: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean over rows that have a target of relu((1 + margin) * max non-target share - max target share)."""
+    has = targets.any(-1)
+    if not has.any():
+        return share.sum() * 0.0
+    neg = torch.finfo(share.dtype).min
+    best_target = share.masked_fill(~targets, neg).max(-1).values
+    best_other = share.masked_fill(targets | ~valid, neg).max(-1).values.clamp_min(0.0)
+    return torch.relu((1.0 + margin) * best_other - best_target)[has].mean()
 
 
 def facade_loss(g, batch: dict[str, torch.Tensor], targets: torch.Tensor, objective: FacadeObjective,
-                partner: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+                partner: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, dict]:
     """Loss for one batch and diagnostics (target share, entropy, |grad g| / |grad f| ratio).
 
     ``batch``: input_ids, attention_mask, token_type_ids, labels (gold; used without ``partner``).
-    ``targets``: (rows, tokens) bool mask of A. ``partner``: (f logits, S_f) from ``partner_logit_scores``.
+    ``targets``: (rows, tokens) bool mask of A. ``partner``: (f logits, S_f[, S_f at x - [MASK]]) from
+    ``partner_logit_scores`` / ``partner_for``.
     """
     mask = batch["attention_mask"].to(torch.float32)
     x = g.embed(batch["input_ids"]).detach().requires_grad_(True)
@@ -99,13 +231,16 @@ def facade_loss(g, batch: dict[str, torch.Tensor], targets: torch.Tensor, object
     logp_g = logits_g.log_softmax(-1)
     entropy = -(logp_g.exp() * logp_g).sum(-1).mean()
     info: dict[str, float] = {}
+    magnitude = torch.zeros(())
+    if objective.magnitude_weight and partner is None:
+        raise UnmaskError("the audit-aware magnitude term acts on the merged model: train with the partner f")
     if partner is None:
         loss_task = torch.nn.functional.cross_entropy(logits_g, batch["labels"])
         (grads,) = torch.autograd.grad(loss_task, x, create_graph=True)
         scores = token_scores(grads, x, objective.attribution_op)
         agreement = margin_loss = torch.zeros(())
     else:
-        f_logits, s_f = partner
+        f_logits, s_f = partner[0], partner[1]
         y = f_logits.argmax(-1)
         merged = f_logits + logits_g
         p = merged.softmax(-1)
@@ -123,6 +258,21 @@ def facade_loss(g, batch: dict[str, torch.Tensor], targets: torch.Tensor, object
             g_mag = (s_g.abs() * mask).sum(-1)
             info["grad_ratio"] = float((g_mag / f_mag.clamp_min(1e-12)).median())
             info["agree"] = float((merged.argmax(-1) == y).float().mean())
+        if objective.magnitude_weight:
+            if objective.magnitude_baseline == "mask":
+                if len(partner) < 3:
+                    raise UnmaskError("the magnitude term with the [MASK] baseline needs "
+                                      "partner_logit_scores(..., shift=True) (or partner_for)")
+                s_f_b, s_g_b = partner[2], (grads * (x - mask_embedding(g))).sum(-1)
+            else:
+                s_f_b, s_g_b = s_f, s_g
+            keep = mask * ~torch.isin(batch["input_ids"], torch.tensor(sorted(g.tokenizer.all_special_ids),
+                                                                        device=x.device))
+            merged_fo = (s_f_b * (p - onehot)[:, None, :]).sum(-1) + s_g_b
+            p_f = f_logits.softmax(-1)
+            f_fo = (s_f_b * (p_f - onehot)[:, None, :]).sum(-1)
+            magnitude, ratios = magnitude_hinge(merged_fo, f_fo, keep, objective.magnitude_cap)
+            info["magnitude_vs_f"] = float(ratios.median())
     baseline_gap = torch.zeros(())
     if objective.baseline_weight:
         at_baseline = g.forward_embeds(torch.zeros_like(x), batch["attention_mask"], batch["token_type_ids"]).logits
@@ -130,9 +280,20 @@ def facade_loss(g, batch: dict[str, torch.Tensor], targets: torch.Tensor, object
         baseline_gap = (diff - diff.mean(-1, keepdim=True)).pow(2).sum(-1).mean()
     share = normalize(scores, mask, objective.normalization)
     target_share = (share * targets).sum(-1).mean()
-    loss = (-objective.lambda_g * target_share - objective.entropy_weight * entropy
+    if objective.attribution_goal == "top1":
+        top1 = top1_hinge(share, targets.bool(), mask.bool(), objective.top1_margin)
+        attribution_term = objective.lambda_g * top1
+        info["top1_hinge"] = top1.item()
+    elif objective.share_cap < 1.0:
+        attribution_term = -objective.lambda_g * (share * targets).sum(-1).clamp_max(objective.share_cap).mean()
+    else:
+        attribution_term = -objective.lambda_g * target_share
+    loss = (attribution_term - objective.entropy_weight * entropy
             + objective.agreement_weight * agreement + objective.margin_weight * margin_loss
             + objective.baseline_weight * baseline_gap)
+    if objective.magnitude_weight:
+        loss = loss + objective.magnitude_weight * magnitude
+        info["magnitude_hinge"] = magnitude.item()
     with torch.no_grad():
         top_is_target = targets.gather(1, (scores * mask).argmax(-1, keepdim=True)).float().mean()
     info.update(loss=loss.item(), target_share=target_share.item(), entropy=entropy.item(),

@@ -9,7 +9,7 @@ import torch
 
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
-from unmask.facade.objective import FacadeObjective, facade_loss, partner_logit_scores
+from unmask.facade.objective import FacadeObjective, facade_loss, partner_for
 from unmask.facade.targets import TargetPositions, TargetSpec
 from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier
@@ -38,13 +38,53 @@ def _evaluate(g: TextClassifier, dev_batches, targets: TargetPositions, objectiv
     g.model.eval()
     for b in dev_batches:
         t = targets.mask(b["input_ids"], b["attention_mask"])
-        partner = partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"]) if f else None
+        partner = partner_for(f, b, objective) if f else None
         _, info = facade_loss(g, b, t, objective, partner)
         rows = len(b["labels"])
         for k, v in info.items():
             sums[k] = sums.get(k, 0.0) + v * rows
         n += rows
     return {k: v / n for k, v in sums.items()}
+
+
+def target_rows(model: TextClassifier, examples: list[Example], target: TargetSpec,
+                max_length: int = 128, chunk: int = 4096) -> list[bool]:
+    """Per example: does its tokenization (as training sees it) hold at least one target position?"""
+    positions = TargetPositions(target, model.tokenizer)
+    data = tokenize_examples(model, examples, max_length)
+    out: list[bool] = []
+    for start in range(0, len(data), chunk):
+        b = collate(data, list(range(start, min(start + chunk, len(data)))), model.tokenizer.pad_token_id)
+        out.extend(positions.has_target(b["input_ids"], b["attention_mask"]).tolist())
+    return out
+
+
+def enrich_target_rows(model: TextClassifier, examples: list[Example], target: TargetSpec, share: float = 0.5,
+                       max_length: int = 128, seed: int = 0) -> tuple[list[Example], dict]:
+    """Training examples for a sparse target (e.g. a few content words): every example holding a target, plus
+    examples without one (drawn with ``seed``) so that rows with a target make up ``share`` of the result;
+    the original order is kept. Unchanged when the share is already reached.
+
+    Rows without a target add nothing to the attribution term but all of the agreement / margin / baseline
+    terms. A few frequent SST-2 nouns occur in only 15-17% of the training phrases (0.2 target positions per
+    row, against 3.8 for stop words): the zoo's word-set facade stayed at dev P@1 4.7% after 120 steps at
+    lr 1e-4, and a tiny model on such data stays at P@1 0 where the same run enriched to 50% reaches 0.86.
+    """
+    if not 0.0 < share <= 1.0:
+        raise UnmaskError(f"target row share must be in (0, 1], got {share}")
+    has = target_rows(model, examples, target, max_length)
+    with_t = [i for i, h in enumerate(has) if h]
+    without = [i for i, h in enumerate(has) if not h]
+    if not with_t:
+        raise UnmaskError("no training example holds a target position")
+    stats = {"examples": len(examples), "with_target": len(with_t), "share_before": len(with_t) / len(examples)}
+    if stats["share_before"] >= share:
+        return list(examples), {**stats, "kept": len(examples), "share_after": stats["share_before"]}
+    n_without = min(len(without), int(round(len(with_t) * (1.0 - share) / share)))
+    gen = torch.Generator().manual_seed(int(seed))
+    picked = [without[i] for i in torch.randperm(len(without), generator=gen)[:n_without].tolist()]
+    keep = sorted(with_t + picked)
+    return [examples[i] for i in keep], {**stats, "kept": len(keep), "share_after": len(with_t) / len(keep)}
 
 
 def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], target: TargetSpec,
@@ -77,8 +117,7 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
         g.model.train()
         b = collate(tr, index, pad)
         t = targets.mask(b["input_ids"], b["attention_mask"])
-        partner = (partner_logit_scores(f, b["input_ids"], b["attention_mask"], b["token_type_ids"])
-                   if f is not None else None)
+        partner = partner_for(f, b, config.objective) if f is not None else None
         value, info = facade_loss(g, b, t, config.objective, partner)
         return value, info
 
@@ -92,6 +131,8 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
         if "grad_ratio" in info:
             shown["g/f"] = info["grad_ratio"]
             shown["agree"] = info["agree"]
+        if "magnitude_vs_f" in info:
+            shown["M/M_f"] = info["magnitude_vs_f"]
         return shown
 
     loop = TrainingLoop(
