@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # records render themselves through this module: no runtime import back
@@ -17,24 +17,32 @@ th:first-child,td:first-child{text-align:left}
 </style>"""
 
 
-def _color(weight: float, signed: float) -> str:
-    """Red for support of the target, blue against; alpha grows with the normalized weight."""
-    alpha = min(1.0, 0.08 + 0.92 * weight)
-    rgb = "220,50,47" if signed >= 0 else "38,139,210"
-    return f"rgba({rgb},{alpha:.3f})"
+POSITIVE, NEGATIVE = "220,50,47", "38,139,210"  # red supports the explained label, blue speaks against it
 
 
-def attribution_html(attr: Attribution, show_specials: bool = True) -> str:
-    """One record as a line of colored tokens; weights are the normalized |scores| rescaled to max 1."""
+def token_colour(weight: float, signed: float) -> str:
+    """Red for support of the target, blue against; alpha grows with the weight (0..1)."""
+    alpha = min(1.0, 0.08 + 0.92 * max(0.0, weight))
+    return f"rgba({POSITIVE if signed >= 0 else NEGATIVE},{alpha:.3f})"
+
+
+def heat_cells(attr: Attribution, show_specials: bool = True) -> Iterator[tuple[str, float, float, str, bool]]:
+    """(token, share of |attribution|, raw score, colour, is special) per shown token: the one weighting of
+    every heatmap (this module's and the notebook's), normalized |scores| rescaled to a maximum of 1."""
     weights = attr.normalized()
-    top = weights.max() if len(weights) and weights.max() > 0 else 1.0
-    spans = []
+    top = float(weights.max()) if len(weights) and weights.max() > 0 else 1.0
     for tok, w, s, seq in zip(attr.tokens, weights, attr.scores, attr.sequence_ids):
         if seq is None and not show_specials:
             continue
+        yield tok, float(w), float(s), token_colour(float(w) / top, float(s)), seq is None
+
+
+def attribution_html(attr: Attribution, show_specials: bool = True) -> str:
+    """One record as a line of colored tokens (classes styled by ``STYLE``)."""
+    spans = []
+    for tok, w, s, colour, special in heat_cells(attr, show_specials):
         title = html.escape(f"{tok}: {w:.3f} (raw {s:+.4g})", quote=True)
-        cls = "tok sep" if seq is None else "tok"
-        spans.append(f'<span class="{cls}" style="background:{_color(w / top, s)}" '
+        spans.append(f'<span class="{"tok sep" if special else "tok"}" style="background:{colour}" '
                      f'title="{title}">{html.escape(tok)}</span>')
     meta = html.escape(f"{attr.method} | target {attr.target_name} | predicted "
                        f"{attr.prediction} (p={max(attr.probabilities):.3f})")

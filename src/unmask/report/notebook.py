@@ -13,23 +13,17 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from unmask.errors import UnmaskError
+from unmask.report.html import NEGATIVE, POSITIVE, heat_cells, token_colour  # noqa: F401  (token_colour: API)
 
 if TYPE_CHECKING:  # records render themselves through this module: no runtime import back
     from unmask.attribution.record import Attribution
 
     Records = Union[Attribution, Sequence[Attribution], Mapping[str, Sequence[Attribution]]]
 
-POSITIVE, NEGATIVE = "220,50,47", "38,139,210"  # the colours of report/html.py and the web page
 FONT = "font-family:system-ui,sans-serif"
 BOX = "line-height:2;margin:.4em 0"
 TOKEN = "padding:.1em .2em;margin:0 1px;border-radius:3px;white-space:pre"
 META = "color:#555;font-size:.85em"
-
-
-def token_colour(weight: float, signed: float) -> str:
-    """Red supports the explained label, blue speaks against it; alpha grows with the weight (0..1)."""
-    alpha = min(1.0, 0.08 + 0.92 * max(0.0, weight))
-    return f"rgba({POSITIVE if signed >= 0 else NEGATIVE},{alpha:.3f})"
 
 
 def legend_html() -> str:
@@ -51,16 +45,11 @@ def _is_record(x) -> bool:
 
 def heatmap_html(attr: Attribution, show_specials: bool = True) -> str:
     """One record as a row of coloured tokens with its method, explained label and prediction."""
-    weights = attr.normalized()
-    top = float(weights.max()) if len(weights) and weights.max() > 0 else 1.0
     spans = []
-    for tok, w, s, seq in zip(attr.tokens, weights, attr.scores, attr.sequence_ids):
-        if seq is None and not show_specials:
-            continue
+    for tok, w, s, colour, special in heat_cells(attr, show_specials):
         title = html.escape(f"{tok}: {w:.3f} of |attribution| (raw {s:+.4g})", quote=True)
-        grey = "color:#888;" if seq is None else ""
-        spans.append(f'<span style="{TOKEN};{grey}background:{token_colour(float(w) / top, float(s))}" '
-                     f'title="{title}">{html.escape(tok)}</span>')
+        grey = "color:#888;" if special else ""
+        spans.append(f'<span style="{TOKEN};{grey}background:{colour}" title="{title}">{html.escape(tok)}</span>')
     probs = np.asarray(attr.probabilities, dtype=float)
     meta = (f"<b>{html.escape(attr.method)}</b> · explains {html.escape(attr.target_name)} · predicted "
             f"{html.escape(_label(attr, attr.prediction))} (p={probs[attr.prediction]:.3f})")
