@@ -94,3 +94,16 @@ def test_quickstart_notebook_executes(tmp_path):
     assert len(pngs) == 2
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "quickstart.html" in printed and "completeness error" in printed
+
+
+def test_notebook_and_html_page_colour_every_token_alike(records):
+    from unmask.report.html import attribution_html
+    from unmask.report.notebook import heatmap_html
+
+    background = re.compile(r"background:(rgba\([^)]*\))")
+    for recs in records.values():
+        for rec in recs:
+            page, notebook = background.findall(attribution_html(rec)), background.findall(heatmap_html(rec))
+            assert page == notebook and len(page) == len(rec.tokens)
+            kept = background.findall(heatmap_html(rec, show_specials=False))
+            assert kept == [c for c, s in zip(page, rec.sequence_ids) if s is not None]
