@@ -5,19 +5,16 @@ import argparse
 
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import add_data_arguments
 from unmask.errors import UnmaskError
 
 
 @builder("attribute-dataset")
 def build(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="sst2 or rte (bundled, --split) or a .jsonl/.csv/.tsv/.parquet file")
+    add_data_arguments(p, ".jsonl/.csv/.tsv/.parquet", "kept if present")
     p.add_argument("--model", required=True, help="classifier directory (or 'minilm')")
     p.add_argument("--methods", required=True, help="comma-separated methods (see unmask explain --list-methods)")
     p.add_argument("--out", required=True, help="results directory of Parquet parts (e.g. results.parquet)")
-    p.add_argument("--split", choices=["dev", "train"], default="dev", help="split of a bundled task (default dev)")
-    p.add_argument("--text-column", default="text", help="text column of a --data file")
-    p.add_argument("--pair-column", default=None, help="second-sentence column of a --data file")
-    p.add_argument("--label-column", default="label", help="label column of a --data file (kept if present)")
     p.add_argument("--batch-size", type=int, default=64, help="examples per chunk and part file (default 64)")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples")
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,

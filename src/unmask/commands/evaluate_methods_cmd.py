@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from unmask.attribution.base import DEFAULT_TOKEN_BUDGET
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import add_data_arguments
 from unmask.errors import UnmaskError
 
 MEASURES = (("comprehensiveness", True), ("sufficiency", False), ("deletion_auc", False), ("insertion_auc", True))
@@ -181,11 +182,7 @@ def evaluation_markdown(result: dict) -> str:
 @builder("evaluate-methods")
 def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="classifier directory (or 'minilm')")
-    p.add_argument("--data", required=True, help="sst2 or rte (bundled, --split) or a .tsv/.csv/.jsonl file")
-    p.add_argument("--split", choices=["dev", "train"], default="dev", help="split of a bundled task (default dev)")
-    p.add_argument("--text-column", default="text", help="text column of a --data file")
-    p.add_argument("--pair-column", default=None, help="second-sentence column of a --data file")
-    p.add_argument("--label-column", default="label", help="label column of a --data file (read, not used)")
+    add_data_arguments(p, ".tsv/.csv/.jsonl", "read, not used")
     p.add_argument("--n", type=int, default=200, help="evaluate the first N inputs (default %(default)s)")
     p.add_argument("--methods", default=None,
                    help="comma-separated methods (default: every registered method; see unmask explain "
