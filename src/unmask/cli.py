@@ -1,4 +1,7 @@
-"""``unmask`` command line: train, explain, facade, reduce/hotflip/triggers, diffmask, demo."""
+"""``unmask`` command line: train, explain, facade, reduce/hotflip/triggers, diffmask, demo.
+
+Long-running commands show progress bars that --quiet turns off; commands that produce results take
+--json PATH, and with --json - print only JSON on stdout (status lines go to stderr)."""
 from __future__ import annotations
 
 import argparse
@@ -38,10 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from unmask.commands.common import json_on_stdout, quiet_libraries
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command][2](args) or 0
+        # `--json -`: stdout carries the JSON only; `--quiet`: no progress bar, also none of the libraries'
+        with json_on_stdout(getattr(args, "json", None)), quiet_libraries(getattr(args, "quiet", False)):
+            return COMMANDS[args.command][2](args) or 0
     except UnmaskError as e:
         print(f"unmask {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import add_json_argument, emit_json
 
 
 @builder("audit")
@@ -22,7 +22,7 @@ def build(p: argparse.ArgumentParser) -> None:
                         "integrated_gradients; leave_one_out is the reference)")
     p.add_argument("--calibration", default=None, help="calibration JSON (default: the one shipped with unmask)")
     p.add_argument("--no-structure", action="store_true", help="skip the weight-structure check")
-    p.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON ('-' = stdout)")
+    add_json_argument(p, "the full report")
     p.add_argument("--html", default=None, metavar="OUT", help="write an HTML report")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from unmask.audit import audit
-    from unmask.io import write_json_atomic, write_text_atomic
+    from unmask.io import write_text_atomic
     from unmask.models import load_model
 
     if args.threads:
@@ -60,14 +60,8 @@ def run(args: argparse.Namespace) -> int:
     report = audit(model, texts, pairs, calibration=args.calibration, structure=not args.no_structure,
                    progress=say, **kwargs)
     report.model = str(args.model)
-    to_stdout = args.json == "-"
-    if args.json and not to_stdout:
-        write_json_atomic(args.json, report.to_dict())
     if args.html:
         write_text_atomic(args.html, report.to_html())
-    if to_stdout:
-        print(json.dumps(report.to_dict(), default=float))
-        return 0
     print(f"verdict: {report.verdict.upper()}  (score {report.score:.1f}; p = {report.p_value:.2g} that a clean "
           f"model looks like this; {len(texts)} inputs, {report.seconds:.0f} s)")
     for name, v in report.methods.items():
@@ -76,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         for reason in v.reasons[:3]:
             print(f"      - {reason}")
     print(report.summary)
-    for what, path in (("JSON", args.json), ("HTML", args.html)):
-        if path:
-            print(f"{what} report: {path}")
+    emit_json(args.json, report.to_dict(), what="JSON report")  # strict JSON: NaN (e.g. a reference's p) -> null
+    if args.html:
+        print(f"HTML report written to {args.html}")
     return 0

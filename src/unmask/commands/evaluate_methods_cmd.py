@@ -8,15 +8,14 @@ and seconds per sentence. ``evaluate_methods`` is the library form; ``evaluation
 from __future__ import annotations
 
 import argparse
-import math
-import sys
 import time
 from collections.abc import Sequence
 
 from unmask.attribution.base import DEFAULT_TOKEN_BUDGET
 from unmask.cli import command
 from unmask.commands import builder
-from unmask.commands.common import add_data_arguments
+from unmask.commands.common import (add_data_arguments, add_json_argument, add_quiet_argument, emit_json,
+                                   json_ready)
 from unmask.errors import UnmaskError
 
 MEASURES = (("comprehensiveness", True), ("sufficiency", False), ("deletion_auc", False), ("insertion_auc", True))
@@ -132,19 +131,6 @@ def evaluate_methods(model, texts: Sequence[str], pairs: Sequence[str] | None = 
     }
 
 
-def json_ready(value):
-    """``value`` with NaN / infinity replaced by None (strict JSON) and numpy scalars as Python numbers."""
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _f(x, digits: int = 3) -> str:
     return "-" if x is None or x != x else f"{x:.{digits}f}"
 
@@ -197,9 +183,9 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="deletion / insertion curve steps (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--token-budget", type=int, default=DEFAULT_TOKEN_BUDGET)
-    p.add_argument("--json", default=None, help="write every number as JSON here ('-' = stdout)")
+    add_json_argument(p, "every number")
     p.add_argument("--markdown", default=None, help="write the table as markdown here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
 
 
 def _load_inputs(args: argparse.Namespace):
@@ -218,7 +204,7 @@ def _load_inputs(args: argparse.Namespace):
          "  unmask evaluate-methods --model runs/rte --data rte --n 50 --methods gradient,integrated_gradients,lime\n"
          "  unmask evaluate-methods --model my_model --data reviews.csv --mode mask --json - --quiet")
 def run(args: argparse.Namespace) -> int:
-    from unmask.io import write_json_atomic, write_text_atomic
+    from unmask.io import write_text_atomic
     from unmask.models import load_model
 
     texts, pairs = _load_inputs(args)
@@ -231,16 +217,9 @@ def run(args: argparse.Namespace) -> int:
                               progress=not args.quiet)
     result = json_ready({**result, "data": args.data})
     table = evaluation_markdown(result)
-    to_stdout = args.json == "-"
-    print(table, file=sys.stderr if to_stdout else sys.stdout, end="")
+    print(table, end="")  # on stderr with --json - (unmask.cli.main)
     if args.markdown:
         write_text_atomic(args.markdown, table)
-        print(f"markdown written to {args.markdown}", file=sys.stderr if to_stdout else sys.stdout)
-    if to_stdout:
-        import json
-
-        print(json.dumps(result, indent=2, allow_nan=False))
-    elif args.json:
-        write_json_atomic(args.json, result)
-        print(f"JSON written to {args.json}")
+        print(f"markdown written to {args.markdown}")
+    emit_json(args.json, result)
     return 0

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import add_json_argument, emit_json
 from unmask.errors import UnmaskError
 
 
@@ -22,8 +22,7 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=0, metavar="K",
                    help="plain-text output: only the K tokens of largest |score| (default: every token)")
     p.add_argument("--html", default=None, help="write an HTML heatmap here")
-    p.add_argument("--json", default=None, metavar="PATH",
-                   help="write the Attribution records as JSON here ('-': to stdout, and nothing else there)")
+    add_json_argument(p, "the Attribution records")
     p.add_argument("--strict-length", action="store_true", help="error (not truncate) on over-long input")
     p.add_argument("--list-methods", action="store_true", help="list the methods and exit (no text needed)")
 
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise UnmaskError(f"--top must be >= 0, got {args.top}")
     from unmask.attribution import explain
-    from unmask.io import write_json_atomic, write_text_atomic
+    from unmask.io import write_text_atomic
     from unmask.models import load_model
     from unmask.report.html import attributions_page
 
@@ -70,20 +69,12 @@ def run(args: argparse.Namespace) -> int:
     pairs = [args.pair] if args.pair is not None else None  # --pair "" is an error, not "no pair"
     records = explain(model, [args.text], methods=methods, pairs=pairs,
                       target=args.target, on_too_long="error" if args.strict_length else "truncate")
-    as_json = {m: [r.to_dict() for r in recs] for m, recs in records.items()}
-    to_stdout = args.json == "-"
-    if not to_stdout:
+    if args.json != "-":  # with --json -, stdout is the JSON only (and status lines go to stderr)
         show(records, args.top)
-    status = sys.stderr if to_stdout else sys.stdout
     if args.html:
         write_text_atomic(args.html, attributions_page(records))
-        print(f"HTML written to {args.html}", file=status)
-    if to_stdout:
-        json.dump(as_json, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    elif args.json:
-        write_json_atomic(args.json, as_json)
-        print(f"JSON written to {args.json}")
+        print(f"HTML written to {args.html}")
+    emit_json(args.json, {m: [r.to_dict() for r in recs] for m, recs in records.items()})
     return 0
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import emit_json
 from unmask.errors import UnmaskError
 
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets=sockets)
             if args.json == "-":
-                print(json.dumps(ready), flush=True)
+                emit_json("-", ready, indent=None)  # one line on stdout (other output goes to stderr)
             else:
                 print(f"serving {', '.join(models)} at {ready['url']} (Ctrl-C stops)", file=sys.stderr, flush=True)
 
