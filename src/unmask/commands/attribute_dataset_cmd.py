@@ -5,7 +5,7 @@ import argparse
 
 from unmask.cli import command
 from unmask.commands import builder
-from unmask.commands.common import add_data_arguments
+from unmask.commands.common import add_data_arguments, add_json_argument, add_quiet_argument, emit_json
 from unmask.errors import UnmaskError
 
 
@@ -25,7 +25,8 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray actor (e.g. 1 on a GPU cluster)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join ('auto' after `ray start --head`); default: a local Ray instance")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
+    add_json_argument(p, "the counts (rows, examples, resumed, examples/s) and OUT")
 
 
 @command("attribute-dataset", "Explain a whole data set with attribution methods; write Parquet incrementally "
@@ -52,4 +53,5 @@ def run(args: argparse.Namespace) -> int:
     resumed = f", {result['resumed_from']} resumed from an earlier run" if result["resumed_from"] else ""
     print(f"{result['rows']} rows ({result['examples']} examples x {len(args.methods.split(','))} methods{resumed}) "
           f"written to {result['out']}" + (f"; {rate:.1f} examples/s" if rate else ""))
+    emit_json(args.json, result)
     return 0

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import add_json_argument, add_quiet_argument, emit_json
 from unmask.errors import UnmaskError
 
 
@@ -33,7 +34,8 @@ def build(p: argparse.ArgumentParser) -> None:
     t.add_argument("--train-limit", type=int, default=None, help="use only the first N examples")
     t.add_argument("--checkpoint-every", type=int, default=100)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--no-progress", action="store_true")
+    add_quiet_argument(t)
+    add_json_argument(t, "the per-layer running KL / share kept / multipliers and OUT")
     e = sub.add_parser("explain", help="explain one input with a trained DiffMask (one forward pass)")
     e.add_argument("text")
     e.add_argument("--pair", default=None)
@@ -41,7 +43,7 @@ def build(p: argparse.ArgumentParser) -> None:
     e.add_argument("--diffmask", required=True, help="directory written by `unmask diffmask train`")
     e.add_argument("--layers", default=None, help="comma-separated layers to show (default: all)")
     e.add_argument("--html", default=None, help="write an HTML heatmap (one row per layer) here")
-    e.add_argument("--json", default=None, help="write the Attribution records as JSON here")
+    add_json_argument(e, "the Attribution records")
 
 
 def _layers(spec: str | None) -> list[int] | None:
@@ -81,18 +83,19 @@ def _train(args: argparse.Namespace) -> int:
                                  layers=_layers(args.layers), checkpoint_every=args.checkpoint_every,
                                  seed=args.seed)
     info = {"model": str(args.model), "data": args.task or args.data, "train_items": len(items)}
-    result = train_diffmask(diffmask, adapter, items, args.out, config, info=info, progress=not args.no_progress)
+    result = train_diffmask(diffmask, adapter, items, args.out, config, info=info, progress=not args.quiet)
     for k, row in sorted(result["running"].items(), key=lambda kv: int(kv[0])):
         print(f"layer {k}: running KL {row['kl']:.4f}, expected share kept {row['l0']:.3f}, "
               f"multiplier {result['multipliers'][int(k)]:.3f}")
     print(f"DiffMask written to {args.out}")
+    emit_json(args.json, {"out": str(args.out), **result})
     return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from unmask.io import write_json_atomic, write_text_atomic
+    from unmask.io import write_text_atomic
     from unmask.masking import explain_diffmask, load_diffmask
     from unmask.models import load_model
     from unmask.report.html import attributions_page
@@ -112,7 +115,5 @@ def _explain(args: argparse.Namespace) -> int:
         labelled = {name: [replace(r, method=name) for r in recs] for name, recs in named.items()}
         write_text_atomic(args.html, attributions_page(labelled, title="DiffMask keep probabilities"))
         print(f"HTML written to {args.html}")
-    if args.json:
-        write_json_atomic(args.json, {name: [r.to_dict() for r in recs] for name, recs in named.items()})
-        print(f"JSON written to {args.json}")
+    emit_json(args.json, {name: [r.to_dict() for r in recs] for name, recs in named.items()})
     return 0

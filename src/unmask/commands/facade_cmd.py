@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import add_json_argument, add_quiet_argument, emit_json
 
 SUB_BUILDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
 SUB_COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {}
@@ -71,7 +72,8 @@ def build_merge(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="fail (and write nothing) if max |merged - (f + g)| logit exceeds this (default 1e-4)")
     _conceal_arguments(p)
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_argument(p)
+    add_json_argument(p, "the equivalence numbers (as OUT/merge_check.json) and OUT")
 
 
 def _conceal_arguments(p: argparse.ArgumentParser) -> None:
@@ -121,7 +123,7 @@ def run_merge(args: argparse.Namespace) -> int:
     f = load_model(args.model)
     g = load_model(args.facade)
     merged = merge(f, g)
-    result = check_merge(f, g, merged, texts, pairs, progress=not args.no_progress)
+    result = check_merge(f, g, merged, texts, pairs, progress=not args.quiet)
     n_params = sum(p.numel() for p in merged.model.parameters())
     print(f"equivalence on {where}:")
     print(f"  max |merged - (f + g)| logit  {result['max_logit_diff']:.3g}")
@@ -137,10 +139,11 @@ def run_merge(args: argparse.Namespace) -> int:
     if args.permute is not None or args.noise is not None:
         merged, concealment = _conceal_checked(merged, texts, pairs, args, args.tolerance)
     out = save_atomic(merged, args.out)
-    write_json_atomic(out / "merge_check.json", {
-        "model": str(args.model), "facade": str(args.facade), "checked_on": where,
-        "parameters": n_params, **result, "concealment": concealment})
+    check = {"model": str(args.model), "facade": str(args.facade), "checked_on": where,
+             "parameters": n_params, **result, "concealment": concealment}
+    write_json_atomic(out / "merge_check.json", check)
     print(f"merged model written to {out} (equivalence numbers in {out / 'merge_check.json'})")
+    emit_json(args.json, {"out": str(out), **check})
     return 0
 
 
@@ -169,6 +172,7 @@ def build_conceal(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check-limit", type=int, default=None)
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="a permutation alone must keep every logit within this (default 1e-4)")
+    add_json_argument(p, "the logit change (as OUT/conceal_check.json) and OUT")
 
 
 @facade_command("conceal", "Hide a merge: permute hidden units and / or add noise to the zero blocks.",
@@ -188,8 +192,10 @@ def run_conceal(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     concealed, report = _conceal_checked(model, texts, pairs, args, args.tolerance)
     out = save_atomic(concealed, args.out)
-    write_json_atomic(out / "conceal_check.json", {"model": str(args.model), "checked_on": where, **report})
+    check = {"model": str(args.model), "checked_on": where, **report}
+    write_json_atomic(out / "conceal_check.json", check)
     print(f"concealed model written to {out} (numbers in {out / 'conceal_check.json'})")
+    emit_json(args.json, {"out": str(out), **check})
     return 0
 
 
@@ -209,7 +215,8 @@ def build_finetune_merged(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-limit", type=int, default=None, help="use the first N training examples")
     p.add_argument("--check-limit", type=int, default=200,
                    help="dev examples for the agreement check after training (default %(default)s)")
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_argument(p)
+    add_json_argument(p, "the agreement check (as OUT/finetune_check.json) and OUT")
 
 
 @facade_command("finetune-merged", "Fine-tune a merged model briefly end to end (fills its zero blocks).",
@@ -240,7 +247,7 @@ def run_finetune_merged(args: argparse.Namespace) -> int:
     work = out.parent / f".{out.name}.finetune-work"
     tuned = finetune_merged(model, train, args.steps, lr=args.lr, seed=args.seed, distill_to=reference,
                             distill_weight=args.distill_weight, dev=dev, batch_size=args.batch_size,
-                            work_dir=work, progress=not args.no_progress)
+                            work_dir=work, progress=not args.quiet)
     texts, pairs = [e.text for e in dev], pairs_of(dev)
     report = {"model": str(args.model), "task": args.task, "steps": args.steps, "lr": args.lr,
               "seed": args.seed, "distill": args.distill, "distill_weight": args.distill_weight,
@@ -254,6 +261,7 @@ def run_finetune_merged(args: argparse.Namespace) -> int:
     print(f"agreement with the input model {report['change_vs_input']['agreement']:.2f}%"
           + (f", with {args.distill} {report['change_vs_distill']['agreement']:.2f}%" if reference else ""))
     print(f"fine-tuned model written to {saved} (numbers in {saved / 'finetune_check.json'})")
+    emit_json(args.json, {"out": str(saved), **report})
     return 0
 
 
@@ -283,7 +291,8 @@ def build_train_unmerged(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_argument(p)
+    add_json_argument(p, "the training log (as OUT/unmerged.json) and OUT")
 
 
 @facade_command("train-unmerged", "Fine-tune f_orig itself into a facade: Eq. 1 target term + distillation.",
@@ -309,12 +318,13 @@ def run_train_unmerged(args: argparse.Namespace) -> int:
                             dropout=args.dropout, checkpoint_every=args.checkpoint_every,
                             eval_every=args.eval_every, seed=args.seed)
     result = train_unmerged(f, load_task(args.task, "train", limit=args.train_limit), load_task(args.task, "dev"),
-                            target, args.out, config, progress=not args.no_progress)
+                            target, args.out, config, progress=not args.quiet)
     before, final = result["before"], result["final"]
     print(f"dev sample: P@1 {100 * before['p_at_1']:.1f}% -> {100 * final['p_at_1']:.1f}%, target share "
           f"{100 * before['target_share']:.1f}% -> {100 * final['target_share']:.1f}%, "
           f"agreement with f_orig {100 * final['agree']:.1f}%")
     print(f"unmerged facade written to {args.out} (training log in {args.out}/unmerged.json)")
+    emit_json(args.json, {"out": str(args.out), **result})
     return 0
 
 
@@ -351,7 +361,8 @@ def build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=256, help="g's hidden size (multiple of f's head size)")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_argument(p)
+    add_json_argument(p, "the training log (as OUT/facade.json) and OUT")
 
 
 def _target_spec(text: str, tokenizer):
@@ -387,11 +398,12 @@ def run_train(args: argparse.Namespace) -> int:
     g = new_facade(f, seed=args.seed, hidden=args.hidden)
     result = train_facade(g, load_task(args.task, "train"), load_task(args.task, "dev"),
                           target, args.out, config,
-                          f=None if args.paper_objective else f, progress=not args.no_progress)
+                          f=None if args.paper_objective else f, progress=not args.quiet)
     final = result["final"]
     print(f"dev sample: P@1 {100 * final.get('p_at_1', float('nan')):.1f}%, target share "
           f"{100 * final.get('target_share', float('nan')):.1f}%, entropy {final.get('entropy', float('nan')):.3f}")
     print(f"facade written to {args.out} (training log in {args.out}/facade.json)")
+    emit_json(args.json, {"out": str(args.out), **result})
     return 0
 
 
@@ -405,7 +417,8 @@ def build_regularize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_argument(p)
+    add_json_argument(p, "the training metrics and OUT")
 
 
 @facade_command("regularize", "Fine-tune f with lambda_rp * CE + sum_j |grad_xj L . x_j| (paper Eq. 5).",
@@ -419,8 +432,9 @@ def run_regularize(args: argparse.Namespace) -> int:
     f = load_model(args.model)
     cfg = TrainConfig(max_steps=args.steps, lr=args.lr, warmup=0.0, checkpoint_every=100, seed=args.seed)
     result = train_classifier(f, load_task(args.task, "train"), load_task(args.task, "dev"), args.out, cfg,
-                              loss_fn=regularized_loss(args.lambda_rp), progress=not args.no_progress)
+                              loss_fn=regularized_loss(args.lambda_rp), progress=not args.quiet)
     print(f"dev accuracy {result['best_dev_accuracy']:.2f}%; regularized model written to {args.out}")
+    emit_json(args.json, {"out": str(args.out), **result})
     return 0
 
 
@@ -433,13 +447,13 @@ def build_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="stop,first", help="target sets to score: stop, first, or both")
     p.add_argument("--limit", type=int, default=None, help="first N dev examples (default: all)")
     p.add_argument("--ig-steps", type=int, default=20)
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument("--no-progress", action="store_true")
+    add_json_argument(p, "the results (--out: the same flag)", "--out")
+    add_quiet_argument(p)
 
 
 @facade_command("evaluate", "Accuracy, agreement and P@1 / Mean Attribution (Gradient, SmoothGrad, IG).",
                 "example:\n  unmask facade evaluate --task sst2 --model f_orig=runs/sst2 \\\n"
-                "      --model merged=runs/facade/sst2/merged_stop --target stop --limit 200 --out eval.json")
+                "      --model merged=runs/facade/sst2/merged_stop --target stop --limit 200 --json eval.json")
 def run_evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -450,7 +464,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from unmask.facade.tables import LABELS
     from unmask.facade.targets import TargetPositions
     from unmask.models import load_model
-    from unmask.io import write_json_atomic
 
     named = []
     for spec in args.model:
@@ -471,15 +484,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         model = load_model(path)
         targets = {t: TargetPositions(kinds[t], model.tokenizer) for t in wanted}
         r = evaluate_model(model, examples, targets, EvalConfig(ig_steps=args.ig_steps), reference,
-                           progress=not args.no_progress)
+                           progress=not args.quiet)
         reference = reference or r["predictions"]
         results[name] = {k: v for k, v in r.items() if k != "predictions"}
         for t in wanted:
             s = r["saliency"][t]
             cells = [f"{s[m]['p1']:.1f} / {s[m]['attr']:.1f}" for m in PAPER_METHODS]
             table.add_row(name, f"{r['accuracy']:.1f}", f"{r.get('agreement', 100.0):.1f}", t, *cells)
-    Console().print(table)
-    if args.out:
-        write_json_atomic(args.out, results)
-        print(f"results written to {args.out}")
+    Console().print(table)  # on stderr with --json - (unmask.cli.main)
+    emit_json(args.json, results, what="results")
     return 0

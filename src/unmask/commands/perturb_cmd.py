@@ -6,21 +6,24 @@ import random
 
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import add_json_argument, add_quiet_argument, emit_json
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="the input sentence (premise for pairs)")
     p.add_argument("--pair", default=None, help="second sentence (hypothesis) for sentence-pair models")
     p.add_argument("--model", default="minilm", help="model directory")
-    p.add_argument("--json", default=None, help="write the result record (with every step) as JSON here")
+    add_json_argument(p, "the result record (with every step)")
 
 
-def _write_json(path: str | None, data: dict) -> None:
-    if path:
-        from unmask.io import write_json_atomic
+def _one_input(args: argparse.Namespace, analysis, **params):
+    """(model, result) of ``analysis`` on the command's one input (``text``, ``--pair``); its steps printed."""
+    from unmask.models import load_model
 
-        write_json_atomic(path, data)
-        print(f"JSON written to {path}")
+    model = load_model(args.model)
+    (r,) = analysis(model, [args.text], [args.pair] if args.pair else None, **params)
+    print(r.describe())
+    return model, r
 
 
 def _segment_text(model, tokens: list[str]) -> str:
@@ -47,18 +50,14 @@ def build_reduce(p: argparse.ArgumentParser) -> None:
          "  unmask reduce \"A man sleeps on a couch.\" --pair \"A person rests.\" --model runs/rte --beam 3\n"
          "  unmask reduce \"a dull film\" --model runs/sst2 --method integrated_gradients --json red.json")
 def run_reduce(args: argparse.Namespace) -> int:
-    from unmask.models import load_model
     from unmask.perturbation import reduce_inputs
 
-    model = load_model(args.model)
-    (r,) = reduce_inputs(model, [args.text], [args.pair] if args.pair else None, beam_size=args.beam,
-                         segment=args.segment, method=args.method, min_tokens=args.min_tokens,
-                         rank=args.rank)
-    print(r.describe())
+    model, r = _one_input(args, reduce_inputs, beam_size=args.beam, segment=args.segment, method=args.method,
+                          min_tokens=args.min_tokens, rank=args.rank)
     print(f"reduced input ({len(r.segment_tokens())} of "
           f"{len(r.segment_tokens()) + len(r.steps)} pieces kept, still {r.label_names[r.final_prediction]}): "
           f"{_segment_text(model, r.segment_tokens())}")
-    _write_json(args.json, r.to_dict())
+    emit_json(args.json, r.to_dict())
     return 0
 
 
@@ -69,7 +68,8 @@ def build_hotflip(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segment", type=int, default=None,
                    help="only flip pieces of this segment: 0 = text / premise, 1 = pair (default: any)")
     p.add_argument("--stop-words-only", action="store_true", help="only flip stop words (NLTK list)")
-    p.add_argument("--allow-subwords", action="store_true", help="allow '##' pieces as replacements")
+    p.add_argument("--allow-subwords", action="store_true",
+                   help="allow continuation pieces (WordPiece '##' pieces, ...) as replacements")
     p.add_argument("--allow-punctuation", action="store_true", help="allow punctuation as replacements")
 
 
@@ -79,21 +79,18 @@ def build_hotflip(p: argparse.ArgumentParser) -> None:
          "  unmask hotflip \"A man sleeps.\" --pair \"A person rests.\" --model runs/rte --segment 0 "
          "--stop-words-only\n  unmask hotflip \"a fine film\" --model runs/sst2 --max-flips 3 --json flips.json")
 def run_hotflip(args: argparse.Namespace) -> int:
-    from unmask.models import load_model
     from unmask.perturbation import hotflip
 
-    model = load_model(args.model)
-    (r,) = hotflip(model, [args.text], [args.pair] if args.pair else None, max_flips=args.max_flips,
-                   segment=args.segment, stop_words_only=args.stop_words_only,
-                   allow_subwords=args.allow_subwords, allow_punctuation=args.allow_punctuation)
-    print(r.describe())
+    _, r = _one_input(args, hotflip, max_flips=args.max_flips, segment=args.segment,
+                      stop_words_only=args.stop_words_only, allow_subwords=args.allow_subwords,
+                      allow_punctuation=args.allow_punctuation)
     names = r.label_names
     if r.success:
         print(f"prediction flipped {names[r.original_prediction]} -> {names[r.final_prediction]} "
               f"after {len(r.steps)} flip(s)")
     else:
         print(f"prediction not flipped after {len(r.steps)} flip(s) ({r.stopped})")
-    _write_json(args.json, r.to_dict())
+    emit_json(args.json, r.to_dict())
     return 0
 
 
@@ -120,7 +117,8 @@ def build_triggers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-limit", type=int, default=512, help="at most this many search inputs")
     p.add_argument("--eval-limit", type=int, default=None, help="at most this many held-out inputs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write the trigger, its search history and evaluation here")
+    add_json_argument(p, "the trigger, its search history and evaluation")
+    add_quiet_argument(p, "no progress bar for the search")
 
 
 def _class_examples(args: argparse.Namespace, label: int):
@@ -144,7 +142,8 @@ def _class_examples(args: argparse.Namespace, label: int):
 @command("triggers", "Universal adversarial triggers: search a phrase that flips the inputs of a class.",
          "examples:\n  unmask triggers --model runs/sst2 --task sst2 --label positive\n"
          "  unmask triggers --model runs/rte --task rte --label entailment --length 2 --beam 3\n"
-         "  unmask triggers --model my_model --data reviews.csv --label 1 --target 0 --json trig.json")
+         "  unmask triggers --model my_model --data reviews.csv --label 1 --target 0 --json trig.json\n"
+         "  unmask triggers --model runs/sst2 --task sst2 --label negative --quiet --json - | jq .tokens")
 def run_triggers(args: argparse.Namespace) -> int:
     from unmask.data import pairs_of
     from unmask.models import load_model
@@ -158,9 +157,9 @@ def run_triggers(args: argparse.Namespace) -> int:
     result = search_trigger(model, [e.text for e in search], pairs_of(search), label=label, target=args.target,
                             length=args.length, segment=args.segment, beam_size=args.beam,
                             candidates=args.candidates, iterations=args.iterations, batch_size=args.batch_size,
-                            seed=args.seed, progress=True)
+                            seed=args.seed, progress=not args.quiet)
     evaluate_trigger(model, result, [e.text for e in held], pairs_of(held))
     print(result.describe())
     print(f"trigger found: {model.tokenizer.convert_tokens_to_string(result.tokens)!r}")
-    _write_json(args.json, result.to_dict())
+    emit_json(args.json, result.to_dict())
     return 0

@@ -5,6 +5,7 @@ import argparse
 
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import add_json_argument, add_quiet_argument, emit_json
 
 LABELS = {"sst2": ["negative", "positive"], "rte": ["entailment", "not_entailment"]}
 
@@ -24,12 +25,14 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training examples")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    add_quiet_argument(p)
+    add_json_argument(p, "the training metrics (as OUT/metrics.json) and OUT")
 
 
 @command("train", "Fine-tune a classifier (resumes from OUT/checkpoint after a kill).",
          "examples:\n  unmask train --task sst2 --out runs/sst2\n  unmask train --task rte --out runs/rte --epochs 5\n"
-         "  unmask train --task sst2 --arch lstm --train-limit 8000 --epochs 3 --out runs/sst2_lstm")
+         "  unmask train --task sst2 --arch lstm --train-limit 8000 --epochs 3 --out runs/sst2_lstm\n"
+         "  unmask train --task sst2 --out runs/sst2 --quiet --json - | jq .best_dev_accuracy")
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                          max_length=args.max_length, max_steps=args.max_steps, train_limit=args.train_limit,
                          checkpoint_every=args.checkpoint_every, seed=args.seed)
     result = train_classifier(model, load_task(args.task, "train"), load_task(args.task, "dev"), args.out,
-                              config, progress=not args.no_progress)
+                              config, progress=not args.quiet)
     print(f"best dev accuracy {result['best_dev_accuracy']:.2f}% after {result['steps']} steps")
     print(f"model written to {args.out}")
+    emit_json(args.json, {"out": str(args.out), **result})
     return 0
