@@ -5,7 +5,8 @@ checked: the sub-command (and nested sub-command) exists, each ``--flag`` exists
 choices are among them, and a line without an ellipsis parses as a whole with the real parser (placeholders
 such as N or SEED stand for a number where the flag takes one). Synopsis notation is understood: ``[...]``
 marks optional parts, ``a|b`` alternatives (each alternative sub-command is checked), ``...`` "more here".
-The same check runs over the examples in every command's ``--help`` epilog.
+The same check runs over the examples in every command's ``--help`` epilog, and every ``runs/`` model directory
+a README command reads must be written (``--out``) by some README command.
 """
 from __future__ import annotations
 
@@ -242,3 +243,33 @@ def test_synopsis_notation_is_understood():
     assert _fence_commands("```bash\nunmask audit x --n 3   # note\nls; unmask explain \\\n  a --json -\n```\n"
                            "```python\nunmask.audit(m)\n```\n") == ["unmask audit x --n 3",
                                                                    "unmask explain a --json -"]
+
+
+INPUT_FLAGS = ("--model", "--facade", "--compare", "--distill", "--diffmask")
+
+
+def _paths(command: str) -> tuple[set[str], set[str]]:
+    """(model directories the command reads, directories it writes with --out), as written under runs/."""
+    words = _words(command)
+    reads, writes = set(), set()
+    for flag, value in zip(words, words[1:]):
+        value = value.partition("=")[2] if flag == "--model" and "=" in value else value  # NAME=DIR
+        if flag in INPUT_FLAGS:
+            reads.add(value)
+        elif flag == "--out":
+            writes.add(value)
+    if words[1] == "audit" or words[1:3] == ["facade", "conceal"]:  # the model is the first positional
+        rest = words[2 if words[1] == "audit" else 3:]
+        if rest and not rest[0].startswith("-"):
+            reads.add(rest[0])
+    return {p for p in reads if p.startswith("runs/")}, {p for p in writes if p.startswith("runs/")}
+
+
+def test_every_runs_directory_the_readme_reads_is_made_by_a_readme_command():
+    reads, writes = set(), set()
+    for command in readme_commands():
+        r, w = _paths(command)
+        reads |= r
+        writes |= w
+    assert {"runs/sst2", "runs/rte", "runs/facade/sst2/merged_stop"} <= reads
+    assert reads <= writes, f"read but made by no README command: {sorted(reads - writes)}"
