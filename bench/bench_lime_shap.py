@@ -32,9 +32,9 @@ from unmask.attribution.base import DEFAULT_TOKEN_BUDGET, row_chunks  # noqa: E4
 from unmask.attribution.explain import attribute_batch  # noqa: E402
 from unmask.attribution.kernel_shap import KernelShap  # noqa: E402
 from unmask.attribution.lime import Lime  # noqa: E402
+from unmask.io import write_json_atomic  # noqa: E402
 from unmask.models import load_model  # noqa: E402
 from unmask.models.classifier import TextClassifier  # noqa: E402
-from unmask.training.checkpoint import write_json_atomic  # noqa: E402
 
 SENTENCE = ("although laced with humor and a few fanciful touches , the film is a refreshingly serious "
             "look at young women .")  # SST-2 dev #5: 25 word pieces with [CLS] / [SEP]

@@ -31,3 +31,18 @@ def test_output_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert p.stat().st_mode & 0o777 == 0o644
+
+
+def test_io_helpers_are_imported_from_unmask_io_only():
+    """training/checkpoint.py no longer re-exports the atomic writers; no module imports them from there."""
+    import re
+    from pathlib import Path
+
+    import unmask.training.checkpoint as checkpoint
+
+    assert not any(hasattr(checkpoint, n) for n in ("write_json_atomic", "write_text_atomic", "write_bytes_atomic"))
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"from unmask\.training\.checkpoint import[^\n]*write_\w+_atomic|checkpoint\.write_\w+_atomic")
+    offenders = [str(p.relative_to(root)) for d in ("src", "tests", "bench", "experiments") if (root / d).is_dir()
+                 for p in (root / d).rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []

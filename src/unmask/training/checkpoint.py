@@ -13,9 +13,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-# re-exported for modules not yet moved to unmask.io (facade/train.py, report/audit.py, commands/demo_cmd.py)
-from unmask.io import write_json_atomic, write_text_atomic  # noqa: F401
-
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
