@@ -49,6 +49,8 @@ FACADES = {
     "g_words": dict(target=WORDS, objective=dict(lambda_g=3e3), enrich=0.5),
     "g_lastword_aware": dict(target="last_word", objective=AWARE),
     "g_words_aware": dict(target=WORDS, objective=dict(AWARE, lambda_g=3e3), enrich=0.5),
+    # the target a facade learns in 150 steps (the demo's), with the terms aimed at the audit's statistics
+    "g_stop_aware": dict(target="stop", objective=AWARE),
 }
 # name -> (facade, concealment steps applied in order to merge(f_orig, facade))
 VARIANTS = {
@@ -60,9 +62,11 @@ VARIANTS = {
     "merged_lastword_aware_permuted_noise1e-3": ("g_lastword_aware", ("permute1", "noise1e-3")),
     "merged_words_aware": ("g_words_aware", ()),
     "merged_words_aware_permuted_noise1e-3": ("g_words_aware", ("permute1", "noise1e-3")),
+    "merged_stop_aware": ("g_stop_aware", ()),
+    "merged_stop_aware_permuted_noise1e-3": ("g_stop_aware", ("permute1", "noise1e-3")),
 }
 FAMILY = {"g_lastword": "last word", "g_words": "content words", "g_lastword_aware": "last word, audit-aware",
-          "g_words_aware": "content words, audit-aware"}
+          "g_words_aware": "content words, audit-aware", "g_stop_aware": "stop words, audit-aware"}
 P1_METHODS = ("gradient_x_input", "smoothgrad")
 ATTACK_GAIN = 20.0     # points of gradient x input P@1 (rows with a target) over f_orig: the attack works
 MIN_AGREEMENT = 97.0   # the bar for a working attack's agreement with f_orig (reported, not required)
