@@ -1,11 +1,20 @@
-"""Structural facade detection: is a BERT classifier a sum of independent sub-networks?
+"""Structural facade detection: is a transformer classifier a sum of independent sub-networks?
 
 A merged model f + g keeps f's and g's hidden units apart: every weight matrix is block diagonal (up to
 a permutation, which hides nothing here) and every LayerNorm normalizes each block on its own. We build
 the graph of hidden units connected by non-negligible weights (attention Q/K/V/output, feed-forward
-paths through the intermediate units, the pooler, and the LayerNorm groups) and take its connected
-components. An honest transformer with ordinary LayerNorm is one component; a merged model is two or
-more, and each component's share of the logits and of the input gradient can then be measured apart.
+paths through the intermediate units, the readout before the classifier (BERT's pooler), and the
+LayerNorm groups) and take its connected components. An honest transformer with ordinary LayerNorm is
+one component; a merged model is two or more, and each component's share of the logits and of the input
+gradient can then be measured apart.
+
+No module paths of one family: the transformer layers are the model adapter's
+``hidden_state_modules()`` (``models/adapter.py``); inside a layer the hidden x hidden Linears in
+registration order are Q, K, V and the attention output, a hidden -> I / I -> hidden pair is the
+feed-forward block; outside the layers the hidden x hidden Linears are the readout and the last Linear
+with one output per label is the classifier; every LayerNorm over the hidden units couples its groups.
+That is BERT's structure (and RoBERTa's, DistilBERT's) without its attribute names. Superseded as a
+detector by ``unmask.audit.structure`` (robust to noise on the zero blocks and to ordinary LayerNorm).
 """
 from __future__ import annotations
 
@@ -31,38 +40,79 @@ def _layernorm_groups(module: nn.Module, hidden: int) -> list[np.ndarray]:
     return [np.arange(hidden)]
 
 
+def _linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _layers(model: TextClassifier) -> list[nn.Module]:
+    """The transformer layers, from the adapter (``hidden_state_modules()``: embeddings, then layers)."""
+    if not hasattr(model, "hidden_state_modules"):
+        raise UnmaskError(f"structural facade detection needs a transformer classifier; "
+                          f"{type(model).__name__} has no hidden_state_modules()")
+    return list(model.hidden_state_modules())[1:]
+
+
+def _classifier(model: TextClassifier, layers: list[nn.Module]) -> tuple[list[nn.Linear], nn.Linear]:
+    """(readout hidden x hidden Linears outside the layers, in order; the classifier Linear)."""
+    hidden = int(model.model.config.hidden_size)
+    inside = {id(m) for layer in layers for m in _linears(layer)}
+    outside = [m for m in _linears(model.model) if id(m) not in inside]
+    classifier = next((m for m in reversed(outside) if m.out_features == model.num_labels), None)
+    if classifier is None or classifier.in_features != hidden:
+        raise UnmaskError(f"structural facade detection: no classifier Linear reading the {hidden} hidden "
+                          f"units with {model.num_labels} outputs found")
+    readout = [m for m in outside if m is not classifier and m.in_features == hidden and m.out_features == hidden]
+    return readout, classifier
+
+
+def _attention_and_ffn(layer: nn.Module, hidden: int, index: int):
+    """(Q, K, V, O, FFN in, FFN out) Linears of one layer, by shape and registration order."""
+    lins = _linears(layer)
+    hh = [m for m in lins if m.in_features == hidden and m.out_features == hidden]
+    up = [m for m in lins if m.in_features == hidden and m.out_features != hidden]
+    down = [m for m in lins if m.out_features == hidden and m.in_features != hidden]
+    if len(hh) == 6 and not up and not down:  # intermediate size == hidden
+        hh, up, down = hh[:4], hh[4:5], hh[5:]
+    if len(hh) != 4 or len(up) != 1 or len(down) != 1 or up[0].out_features != down[0].in_features:
+        raise UnmaskError(f"structural facade detection: layer {index} is not a Q/K/V/output attention block "
+                          f"and a feed-forward block ({len(hh)} {hidden}x{hidden} Linears, {len(up)} up, "
+                          f"{len(down)} down)")
+    return (*hh, up[0], down[0])
+
+
 def hidden_unit_graph(model: TextClassifier, rel_tol: float = 1e-6) -> np.ndarray:
     """Boolean (hidden x hidden) adjacency of hidden units that interact anywhere in the network."""
     hf = model.model
-    if getattr(hf.config, "model_type", None) != "bert" or not hasattr(hf, "bert"):
-        raise UnmaskError("structural facade detection supports BERT-family classifiers only "
-                          f"(got model_type {getattr(hf.config, 'model_type', None)!r})")
-    hidden = hf.config.hidden_size
+    layers = _layers(model)
+    hidden = int(hf.config.hidden_size)
+    heads = int(hf.config.num_attention_heads)
+    readout, _ = _classifier(model, layers)
     adj = np.eye(hidden, dtype=bool)
 
     def couple(groups: list[np.ndarray]) -> None:
         for g in groups:
             adj[np.ix_(g, g)] = True
 
-    couple(_layernorm_groups(hf.bert.embeddings.LayerNorm, hidden))
-    for layer in hf.bert.encoder.layer:
-        att = layer.attention
-        head = hidden // hf.config.num_attention_heads
-        for lin in (att.self.query, att.self.key, att.self.value, att.output.dense):
+    for m in hf.modules():  # every LayerNorm over the hidden units: embeddings' and each layer's
+        if (isinstance(m, SplitLayerNorm) and sum(m.sizes) == hidden) or (
+                isinstance(m, nn.LayerNorm) and tuple(m.normalized_shape) == (hidden,)):
+            couple(_layernorm_groups(m, hidden))
+    head = hidden // heads
+    for i, layer in enumerate(layers):
+        query, key, value, output, up, down = _attention_and_ffn(layer, hidden, i)
+        for lin in (query, key, value, output):
             adj |= _nonzero(lin.weight, rel_tol)
         # query and key of one head interact through their dot product; so do value dims of a head
-        qk = _nonzero(att.self.query.weight, rel_tol) | _nonzero(att.self.key.weight, rel_tol)
-        for h in range(hf.config.num_attention_heads):
+        qk = _nonzero(query.weight, rel_tol) | _nonzero(key.weight, rel_tol)
+        for h in range(heads):
             rows = slice(h * head, (h + 1) * head)
             inputs = np.nonzero(qk[rows].any(0))[0]
             couple([np.concatenate([np.arange(h * head, (h + 1) * head), inputs])])
-        ffn_in = _nonzero(layer.intermediate.dense.weight, rel_tol).astype(np.float32)   # inter x hidden
-        ffn_out = _nonzero(layer.output.dense.weight, rel_tol).astype(np.float32)        # hidden x inter
+        ffn_in = _nonzero(up.weight, rel_tol).astype(np.float32)     # inter x hidden
+        ffn_out = _nonzero(down.weight, rel_tol).astype(np.float32)  # hidden x inter
         adj |= (ffn_out @ ffn_in) > 0
-        couple(_layernorm_groups(att.output.LayerNorm, hidden))
-        couple(_layernorm_groups(layer.output.LayerNorm, hidden))
-    if getattr(hf.bert, "pooler", None) is not None:
-        adj |= _nonzero(hf.bert.pooler.dense.weight, rel_tol)
+    for lin in readout:
+        adj |= _nonzero(lin.weight, rel_tol)
     return adj | adj.T
 
 
@@ -78,14 +128,21 @@ def component_logits(model: TextClassifier, input_ids: torch.Tensor, attention_m
                      token_type_ids: torch.Tensor | None, components: list[np.ndarray]) -> torch.Tensor:
     """(components, rows, labels): each component's additive share of the logits (bias excluded).
 
-    Valid because components never interact: the pooled output restricted to a component depends on
-    that component alone, and the classifier is linear.
+    Valid because components never interact: the classifier's input (BERT: the pooled output) restricted
+    to a component depends on that component alone, and the classifier is linear. That input is read with
+    a forward hook on the classifier Linear, so no family's pooler or head is named here.
     """
-    hf = model.model
-    out = model.forward_embeds(model.embed(input_ids), attention_mask, token_type_ids, output_hidden_states=True)
-    cls = out.hidden_states[-1][:, 0]
-    pooled = hf.bert.pooler(out.hidden_states[-1]) if hf.bert.pooler is not None else cls
-    w = hf.classifier.weight
+    _, classifier = _classifier(model, _layers(model))
+    seen: list[torch.Tensor] = []
+    hook = classifier.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0]))
+    try:
+        model.forward_embeds(model.embed(input_ids), attention_mask, token_type_ids)
+    finally:
+        hook.remove()
+    pooled = seen[-1]
+    if pooled.dim() == 3:  # a classifier applied per token: the first token is the readout
+        pooled = pooled[:, 0]
+    w = classifier.weight
     return torch.stack([pooled[:, c] @ w[:, c].T for c in (torch.as_tensor(c) for c in components)])
 
 

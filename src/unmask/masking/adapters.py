@@ -70,29 +70,41 @@ class MaskableModel:
         return layer
 
 
+def _first(output):
+    """The hidden-state tensor of a module's output (a tensor, or a tuple / model output led by one)."""
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     w = mask.to(x.dtype)[..., None]
     return (x * w).sum((0, 1)) / w.sum().clamp_min(1.0)
 
 
 class ClassifierAdapter(MaskableModel):
-    """A ``TextClassifier`` (BERT-style Hugging Face encoder). Items are ``Example``s or strings.
+    """A ``TextClassifier`` (Hugging Face transformer encoder: BERT, RoBERTa, DistilBERT, ...). Items are
+    ``Example``s or strings.
 
-    Hidden-state replacement uses a forward hook on the embedding module (layer 0) or on encoder layer
-    k - 1 (layer k); the hook returns the new states, so the rest of the network runs on them.
+    Hidden-state replacement uses a forward hook on the module whose output is hidden state k, as the
+    model adapter names them (``hidden_state_modules()``, see ``models/adapter.py``): the embedding block
+    (layer 0) or transformer layer k - 1 (layer k); the hook returns the new states, so the rest of the
+    network runs on them. The first ``states`` call checks that those modules' outputs are exactly the
+    hidden states ``forward_embeds(..., output_hidden_states=True)`` returns.
     """
 
     def __init__(self, model) -> None:
         self.model = model
         hf = model.model
-        self.base = getattr(hf, hf.base_model_prefix, None)
-        if self.base is None or not hasattr(self.base, "embeddings") or not hasattr(self.base, "encoder") \
-                or not hasattr(self.base.encoder, "layer"):
-            raise UnmaskError(f"DiffMask needs a BERT-style encoder (embeddings + encoder.layer), "
-                              f"got {type(hf).__name__}")
+        if not hasattr(model, "hidden_state_modules"):
+            raise UnmaskError(f"DiffMask's hidden-state gates need a model adapter with hidden_state_modules(); "
+                              f"{type(model).__name__} has none")
+        try:
+            self.state_modules = list(model.hidden_state_modules())
+        except UnmaskError as e:
+            raise UnmaskError(f"DiffMask needs a transformer encoder: {e}") from None
         hidden = int(hf.config.hidden_size)
         self.input_size = int(model.embedding_matrix.shape[1])
-        self.layer_sizes = [hidden] * (len(self.base.encoder.layer) + 1)
+        self.layer_sizes = [hidden] * len(self.state_modules)
+        self._checked = False
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return list(self.model.model.parameters())
@@ -112,14 +124,29 @@ class ClassifierAdapter(MaskableModel):
     @torch.no_grad()
     def states(self, batch) -> ModelStates:
         x = self.model.embed(batch.input_ids)
-        out = self.model.forward_embeds(x, batch.attention_mask, batch.token_type_ids, output_hidden_states=True)
+        seen: dict[int, torch.Tensor] = {}
+        handles = [] if self._checked else [
+            m.register_forward_hook(lambda _m, _a, out, k=k: seen.setdefault(k, _first(out)))
+            for k, m in enumerate(self.state_modules)]
+        try:
+            out = self.model.forward_embeds(x, batch.attention_mask, batch.token_type_ids,
+                                            output_hidden_states=True)
+        finally:
+            for h in handles:
+                h.remove()
         hidden = [h.detach() for h in out.hidden_states]
         if len(hidden) != len(self.layer_sizes):
             raise UnmaskError(f"model returned {len(hidden)} hidden states, expected {len(self.layer_sizes)}")
+        if not self._checked:
+            bad = [k for k, h in enumerate(hidden) if k not in seen or not torch.equal(seen[k], h)]
+            if bad:
+                raise UnmaskError(f"hidden state {bad[0]} of {type(self.model.model).__name__} is not the output "
+                                  f"of the module the adapter names for it; DiffMask cannot replace it")
+            self._checked = True
         return ModelStates(out.logits.detach(), x.detach(), hidden, batch.attention_mask.bool())
 
     def _module(self, layer: int):
-        return self.base.embeddings if layer == 0 else self.base.encoder.layer[layer - 1]
+        return self.state_modules[layer]
 
     def logits_with(self, batch, where: int | str, new: torch.Tensor) -> torch.Tensor:
         if where == "input":

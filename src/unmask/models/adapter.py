@@ -17,7 +17,17 @@ What each member is for:
 - ``tokenizer.mask_token_id`` / ``unk_token_id`` / ``pad_token_id`` / ``all_special_ids`` and
   ``special_token_ids``: occlusion replacements and the tokens perturbations must not touch;
 - ``supports_attention`` (optional, default True): False when ``forward_embeds`` cannot return attention
-  weights (attention methods then fail with one ``UnmaskError``).
+  weights (attention methods then fail with one ``UnmaskError``);
+- ``subwords`` (optional; default: read from ``tokenizer`` by ``unmask.models.subwords.subword_scheme``):
+  the tokenizer's sub-word convention, i.e. which piece starts a word (WordPiece ``##``, byte-level BPE
+  ``Ġ``, SentencePiece ``▁``) and the text of each piece. Code that edits token ids and rebuilds the word
+  view itself (``perturbation/tokens.py``) asks ``subwords_of(model)``, never a hard-coded ``##``;
+  ``encode`` already gives ``word_ids`` for unedited text;
+- ``hidden_state_modules()`` (optional; transformer encoders, ``TextClassifier`` finds them by structure):
+  the modules whose outputs are the hidden states 0..L of ``forward_embeds(..., output_hidden_states=True)``
+  (embedding block, then each layer). DiffMask's hidden-state gates hook them to replace a layer's states
+  (``masking/adapters.py``, which checks the correspondence); the legacy structural detector reads the
+  layers' weights from them (``facade/structure.py``). Without it those two fail with one ``UnmaskError``.
 """
 from __future__ import annotations
 

@@ -175,6 +175,36 @@ class TextClassifier:
     def special_token_ids(self) -> set[int]:
         return set(self.tokenizer.all_special_ids)
 
+    @property
+    def subwords(self):
+        """The tokenizer's sub-word convention (``unmask.models.subwords``): where words start among pieces."""
+        from unmask.models.subwords import subword_scheme
+
+        return subword_scheme(self.tokenizer)
+
+    def hidden_state_modules(self) -> list[nn.Module]:
+        """The modules whose outputs are the hidden states 0..L of ``forward_embeds(...,
+        output_hidden_states=True)``: the embedding block, then each transformer layer.
+
+        Found without family-specific names: the base model's ``embeddings`` and the one ``ModuleList`` of
+        ``num_hidden_layers`` layers inside it (BERT / RoBERTa / ELECTRA ``encoder.layer``, DistilBERT
+        ``transformer.layer``). A forward hook returning a new tensor (first of a tuple) replaces that state.
+        Callers that rely on the correspondence check it against the returned hidden states
+        (``masking.adapters.ClassifierAdapter`` does).
+        """
+        base = getattr(self.model, "base_model", None)
+        embeddings = getattr(base, "embeddings", None)
+        n = getattr(getattr(self.model, "config", None), "num_hidden_layers", None)
+        if not isinstance(base, nn.Module) or not isinstance(embeddings, nn.Module) or not n:
+            raise UnmaskError(f"{type(self.model).__name__}: no transformer encoder with an embedding block "
+                              "and a list of layers found (hidden-state access needs one)")
+        lists = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) == n
+                 and all(any(isinstance(x, nn.Linear) for x in layer.modules()) for layer in m)]
+        if not lists:
+            raise UnmaskError(f"{type(self.model).__name__}: no list of {n} transformer layers found "
+                              "(hidden-state access needs one)")
+        return [embeddings, *lists[0]]
+
     def save(self, directory: str | Path) -> Path:
         """Write config, tokenizer and safetensors weights to ``directory`` (atomically per file)."""
         import shutil

@@ -4,7 +4,8 @@ Each round: take the gradient of the loss on the original prediction at the word
 not-yet-flipped word piece with the largest gradient norm; replace it with the vocabulary token that
 most increases the loss to first order, argmax_w (e_w - e_old) . g. Repeat until the prediction changes
 or the budget (``max_flips``) or the eligible positions run out. Specials, bracketed placeholders,
-punctuation and '##' pieces are never inserted unless allowed. All active inputs share one
+punctuation and continuation pieces (WordPiece '##x', byte-level BPE pieces without 'Ġ': the adapter's
+sub-word convention, ``models/subwords.py``) are never inserted unless allowed. All active inputs share one
 gradient batch and one prediction batch per round.
 """
 from __future__ import annotations

@@ -13,6 +13,7 @@ import torch
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch, length_buckets
 from unmask.models.classifier import TextClassifier
+from unmask.models.subwords import SubwordScheme, subwords_of
 
 SEGMENTS = (0, 1)
 
@@ -92,17 +93,14 @@ def encode_rows(model: TextClassifier, texts: list[str] | str, pairs: list[str |
                                         on_too_long=on_too_long))
 
 
-def _word_ids(tokens: list[str], segments: tuple[int | None, ...]) -> list[int | None]:
-    """Word index within its segment; a '##' piece continues the previous word."""
-    out: list[int | None] = []
-    count = {0: -1, 1: -1}
-    for tok, seg in zip(tokens, segments):
-        if seg is None:
-            out.append(None)
-            continue
-        if not (tok.startswith("##") and count[seg] >= 0):
-            count[seg] += 1
-        out.append(count[seg])
+def _word_ids(tokens: list[str], segments: tuple[int | None, ...], scheme: SubwordScheme) -> list[int | None]:
+    """Word index within its segment; the adapter's sub-word convention (``scheme``: WordPiece's '##'
+    continuation pieces, byte-level BPE's pre-tokens, ...) decides which pieces form one word."""
+    out: list[int | None] = [None] * len(tokens)
+    for seg in SEGMENTS:
+        pos = [i for i, s in enumerate(segments) if s == seg]
+        for i, w in zip(pos, scheme.word_ids([tokens[i] for i in pos])):
+            out[i] = w
     return out
 
 
@@ -126,22 +124,22 @@ def batch_from_rows(model: TextClassifier, rows: list[TokenRow]) -> Batch:
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     tokens, word_ids, seq_ids, words, texts, pairs = [], [], [], [], [], []
     has_pair = rows[0].has_pair
+    scheme = subwords_of(model)
     for b, r in enumerate(rows):
         n = len(r)
         ids[b, :n] = torch.tensor(r.ids)
         types[b, :n] = torch.tensor(r.type_ids)
         mask[b, :n] = 1
         toks = model.tokenizer.convert_ids_to_tokens(list(r.ids))
-        wid = _word_ids(toks, r.segments)
-        row_words: list[list[str]] = [[], []] if has_pair else [[]]
+        wid = _word_ids(toks, r.segments, scheme)
+        row_pieces: list[list[list[str]]] = [[], []] if has_pair else [[]]
         for tok, seg, w in zip(toks, r.segments, wid):
-            if seg is None or seg >= len(row_words):
+            if seg is None or seg >= len(row_pieces):
                 continue
-            piece = tok[2:] if tok.startswith("##") else tok
-            if w < len(row_words[seg]):
-                row_words[seg][w] += piece
-            else:
-                row_words[seg].append(piece)
+            if w >= len(row_pieces[seg]):
+                row_pieces[seg].append([])
+            row_pieces[seg][w].append(scheme.text(tok))
+        row_words = [[scheme.join(p) for p in seg_pieces] for seg_pieces in row_pieces]
         tokens.append(toks + [model.tokenizer.pad_token] * (width - n))
         word_ids.append(wid + [None] * (width - n))
         seq_ids.append(list(r.segments) + [None] * (width - n))
@@ -173,17 +171,20 @@ def candidate_vocab(model: TextClassifier, allow_subwords: bool = False,
     """Boolean mask over the vocabulary of tokens a flip / trigger may use.
 
     Excluded always: special tokens and bracketed placeholders ([unused0], [PAD], ...). Excluded unless
-    allowed: '##' continuation pieces and tokens with no letter or digit (punctuation, symbols).
+    allowed: continuation pieces (the adapter's sub-word convention: WordPiece '##' pieces, byte-level BPE
+    pieces without 'Ġ', ...) and tokens with no letter or digit (punctuation, symbols).
     """
     vocab = model.embedding_matrix.shape[0]
     tokens = model.tokenizer.convert_ids_to_tokens(list(range(vocab)))
     special = model.special_token_ids
+    scheme = subwords_of(model)
     keep = []
     for i, tok in enumerate(tokens):
         ok = tok is not None and i not in special and not (tok.startswith("[") and tok.endswith("]"))
-        if ok and not allow_subwords and tok.startswith("##"):
+        if ok and not allow_subwords and scheme.is_continuation(tok):
             ok = False
-        if ok and not allow_punctuation and (_PUNCT.match(tok.removeprefix("##")) or "_" == tok):
+        text = scheme.join([scheme.text(tok)]) if ok else ""
+        if ok and not allow_punctuation and (not text.strip() or _PUNCT.match(text) or "_" == tok):
             ok = False
         keep.append(ok)
     return torch.tensor(keep, dtype=torch.bool)
