@@ -201,3 +201,10 @@ def test_structure_on_bert_is_unchanged():
         got = component_logits(model, batch.input_ids, batch.attention_mask, batch.token_type_ids, comps)
         assert torch.equal(got, expected)
     assert [len(c) for c in hidden_components(merged)] == [32, 16]
+
+
+def test_legacy_detector_reads_the_structure_of_other_families():
+    from unmask.facade.detect import detect_facade
+
+    det = detect_facade(family("distilbert"), TEXTS[:3], ig_steps=4)
+    assert [(c.size, c.facade) for c in det.components] == [(32, False)]  # was [] (BERT only)

@@ -1,8 +1,19 @@
-"""Facade detection: does a model's gradient come from a part that does not make its predictions?
+"""Legacy facade detector, superseded by ``unmask.audit`` (``unmask audit``): use that instead.
 
-Two independent checks.
+Kept because ``experiments/facade_detect.py`` and its committed results
+(``experiments/results/facade_detection_sst2.*``) were produced with it. Why it was superseded (issue 11):
+its structural check needs exact zeros between the parts, so Gaussian noise of 1e-6 x max|W| added to
+every weight matrix of a merged model (the concealment the Facade paper itself proposes, section 3.3)
+keeps the attack intact (max logit change 4e-4, the same agreement with f_orig and stop-word P@1) but
+makes the model one connected network, and the detector reports "no facade found" (0 of 4 concealed
+merges detected at noise 1e-6..1e-3); a merge written with ordinary LayerNorm is one component by
+construction; and its behavioral check does not separate (Spearman of Gradient with occlusion 0.206 on
+f_orig, 0.205 on the merged model). ``unmask.audit`` measures behavior against occlusion and weight
+magnitudes instead (``audit/behavior.py``, ``audit/structure.py``).
 
-Structural (BERT-family): split the hidden units into independent sub-networks
+Does a model's gradient come from a part that does not make its predictions? Two independent checks.
+
+Structural (transformer classifiers): split the hidden units into independent sub-networks
 (``unmask.facade.structure``). For each one measure its share of the logit margin and its share of the
 Eq. 1 gradient attribution on real inputs. A sub-network that holds most of the gradient but almost none
 of the margin is a facade: it shapes explanations, not predictions.
@@ -95,8 +106,11 @@ def detect_facade(model: TextClassifier, texts: list[str], pairs: list[str | Non
         raise UnmaskError("facade detection needs at least one input text")
     batch = model.encode(texts, pairs)
     comps: list[Component] = []
-    if getattr(model.model.config, "model_type", None) == "bert" and hasattr(model.model, "bert"):
+    try:
         parts = hidden_components(model, rel_tol)
+    except UnmaskError:  # not a transformer whose layers the adapter names: the behavioral check only
+        parts = None
+    if parts is not None:
         if len(parts) > 1:
             g_share = _gradient_shares(model, batch, parts)
             m_share = _margin_shares(model, batch, parts)
