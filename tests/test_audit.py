@@ -165,3 +165,33 @@ def test_cli_errors_on_a_directory_that_is_not_a_classifier(tmp_path):
         assert out.returncode == 2
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("unmask audit: error:"), out.stderr
+
+
+def _synthetic_evidence(pileup: float, coupling: float) -> dict:
+    method = {"top1_miss": 0.5, "pileup": 0.0, "unfaithfulness": 0.5, "pileup_share": 0.5, "pileup_class": "stop words",
+              "reference_share": 0.3}
+    return {"behavior": {"reference": "leave_one_out", "magnitude_ratio": -1.0, "first_order_miss": 0.5,
+                         "methods": {"gradient_x_input": {**method, "pileup": pileup},
+                                     "integrated_gradients": dict(method)}},
+            "structure": {"coupling": coupling}}
+
+
+def test_structure_alone_makes_a_model_suspect_never_manipulated():
+    from unmask.audit.calibration import Calibration, StatCalibration
+    from unmask.audit.verdict import MANIPULATED_P, verdicts
+
+    stats = {f"{m}.{s}": StatCalibration(0.0 if s == "pileup" else 0.5, 0.01, 10)
+             for m in ("gradient_x_input", "integrated_gradients") for s in ("top1_miss", "pileup")}
+    stats["model.magnitude_ratio"] = StatCalibration(-1.0, 0.1, 10)
+    stats["model.structure"] = StatCalibration(0.0, 0.01, 10)
+    cal = Calibration(stats)
+    clean, model = verdicts(_synthetic_evidence(0.0, 1.0), cal)
+    assert model["verdict"] == "trustworthy" and clean["gradient_x_input"].verdict == "trustworthy"
+    # split weights (coupling 1e-6: a structure p-value far below 1e-3) and clean behaviour: suspect at p = 1e-3
+    _, model = verdicts(_synthetic_evidence(0.0, 1e-6), cal)
+    assert model["p_structure"] < 1e-6
+    assert model["verdict"] == "suspect" and model["p_value"] == MANIPULATED_P
+    # the same weights with a method piling attribution far beyond clean models: manipulated by behaviour
+    methods, model = verdicts(_synthetic_evidence(0.5, 1e-6), cal)
+    assert methods["gradient_x_input"].verdict == "manipulated" and model["verdict"] == "manipulated"
+    assert model["p_value"] == model["p_behavior"] < MANIPULATED_P

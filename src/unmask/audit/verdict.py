@@ -107,14 +107,16 @@ def verdicts(evidence: dict, calibration: Calibration) -> tuple[dict[str, Method
         out[name] = MethodVerdict(name, _verdict(p), p, tests, [_reason(t, evidence) for t in flagged])
     out[evidence["behavior"]["reference"]] = MethodVerdict(evidence["behavior"]["reference"], "reference",
                                                            float("nan"))
-    pool = [v.p_value for v in out.values() if math.isfinite(v.p_value)]
-    pool += [min(1.0, t.p * n_tests) for t in structural]
-    p_model = min(pool) if pool else 1.0
+    behavior = [v.p_value for v in out.values() if math.isfinite(v.p_value)]
+    p_behavior = min(behavior) if behavior else 1.0
+    p_structure = min((min(1.0, t.p * n_tests) for t in structural), default=1.0)
+    # The weights can make a model suspect, never manipulated: only what the explanations do proves that.
+    # Structure therefore lowers the model's p-value at most to the manipulated threshold (not below it).
+    p_model = min(p_behavior, max(p_structure, MANIPULATED_P))
     verdict = _verdict(p_model)
-    if verdict != "trustworthy" and not any(v.verdict in ("suspect", "manipulated") for v in out.values()):
-        verdict = "suspect"  # structure alone never proves a manipulation of the explanations
     reasons = [_reason(t, evidence) for t in structural if t.p * n_tests < SUSPECT_P]
     model = {"verdict": verdict, "p_value": p_model, "score": -math.log10(max(p_model, 1e-300)),
+             "p_behavior": p_behavior, "p_structure": p_structure,
              "structural_tests": [asdict(t) for t in structural], "structural_reasons": reasons,
              "tests_pooled": n_tests}
     return out, model
