@@ -430,11 +430,22 @@ def report(s: Settings, n: int, argv: list[str]) -> dict:
     from unmask.io import write_json_atomic, write_text_atomic
 
     rows = {}
+    from unmask.audit.calibration import Calibration
+    from unmask.audit.verdict import verdicts
+
+    calibration = Calibration.load(None)
     for name in ["f_orig", *VARIANTS]:
         p = s.root / "evidence" / f"{name}.json"
         if p.is_file():
             r = json.loads(p.read_text())
             if r.get("n") == n:
+                # verdicts re-derived from the stored evidence with the committed calibration and the current
+                # verdict rule, so a rule change does not need the audits to be rerun
+                methods, model = verdicts(r["report"]["evidence"], calibration)
+                r.update(verdict=model["verdict"], score=model["score"], p_value=model["p_value"],
+                         method_verdicts={m: v.verdict for m, v in methods.items()},
+                         method_p_values={m: v.p_value for m, v in methods.items()},
+                         p_behavior=model.get("p_behavior"), p_structure=model.get("p_structure"))
                 rows[name] = r
     if "f_orig" not in rows:
         raise SystemExit(f"error: no evidence for f_orig with --n {n}; run evaluate first")
@@ -446,7 +457,8 @@ def report(s: Settings, n: int, argv: list[str]) -> dict:
     for name, r in rows.items():
         statistics, fired = audit_tests(r["report"])
         entry = {"name": name, "target": r["target"], "verdict": r["verdict"], "score": r["score"],
-                 "p_value": r["p_value"], "method_verdicts": r["method_verdicts"], "fired_tests": fired,
+                 "p_value": r["p_value"], "p_behavior": r.get("p_behavior"), "p_structure": r.get("p_structure"),
+                 "method_verdicts": r["method_verdicts"], "fired_tests": fired,
                  "agreement_with_f": r["agreement_with_f"], "audit_seconds": r["audit_seconds"],
                  "p1_seconds": r["p1_seconds"], "statistics": statistics}
         if name == "f_orig":
