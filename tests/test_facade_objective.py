@@ -120,3 +120,27 @@ def test_baseline_gap_is_the_ig_gap_of_g():
             for k in range(2)]
     expected = float(((gaps[0] - gaps[1]) ** 2 / 2).mean())
     assert info["baseline_gap"] > 0 and abs(info["baseline_gap"] - expected) < 1e-4 * max(1.0, expected)
+
+
+def test_micro_batched_backward_equals_the_whole_batch():
+    """Facade training's micro-batches (bounded memory) accumulate exactly the whole batch's gradient."""
+    from unmask.facade.train import batch_backward
+
+    f, g = tiny_classifier(seed=11), tiny_classifier(seed=12)
+    f.model.double().requires_grad_(False)
+    g.model.double()
+    texts = TEXTS + ["the movie , sadly , is long and the acting is worse .", "good"]
+    data = tokenize_examples(g, [Example(t, i % 2) for i, t in enumerate(texts)])
+    targets = TargetPositions("stop", g.tokenizer)
+    objective = FacadeObjective(entropy_weight=10.0, agreement_weight=100.0, margin_weight=30.0, baseline_weight=10.0)
+    grads, losses = [], []
+    for rows in (len(texts), 2, 1):
+        g.model.zero_grad(set_to_none=True)
+        loss, info = batch_backward(g, f, data, list(range(len(texts))), targets, objective, rows)
+        grads.append([p.grad.clone() for p in g.model.parameters() if p.grad is not None])
+        losses.append(float(loss))
+    assert len(grads[0]) > 0 and all(len(gr) == len(grads[0]) for gr in grads)
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert losses[1] == losses[0] or abs(losses[1] - losses[0]) < 1e-9 * max(1.0, abs(losses[0]))

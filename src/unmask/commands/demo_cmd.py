@@ -10,6 +10,7 @@ from unmask.cli import command
 from unmask.commands import builder
 
 DEMO_SENTENCES = 4
+DEMO_MEMORY = "512MiB"  # activation budget per forward (+ backward) unless UNMASK_MEMORY_BUDGET is set
 # The measured SST-2 setting (experiments/results/facade_sst2.md): margin hinge + IG-baseline term keep the
 # predictions and leave IG where it was, as in the paper.
 FACADE_OBJECTIVE = dict(entropy_weight=1e3, agreement_weight=1e4, margin_weight=3e4, baseline_weight=1e4)
@@ -48,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     from unmask.report.demo_page import write_demo_report
     from unmask.training import TrainConfig, train_classifier
 
+    import os
+
+    from unmask.attribution.budget import MEMORY_ENV
+    os.environ.setdefault(MEMORY_ENV, DEMO_MEMORY)  # the demo must fit an 8 GB laptop; a set value wins
     started = time.time()
     work = Path(args.workdir)
     f_dir = Path(args.model) if args.model else work / "f_orig"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from unmask.attribution.budget import token_budget_for
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
 from unmask.facade.objective import FacadeObjective, facade_loss, partner_for
@@ -87,6 +88,36 @@ def enrich_target_rows(model: TextClassifier, examples: list[Example], target: T
     return [examples[i] for i in keep], {**stats, "kept": len(keep), "share_after": len(with_t) / len(keep)}
 
 
+def _chunk_rows(g: TextClassifier, f: TextClassifier | None, width: int) -> int:
+    """Rows per micro-batch so that g's double backward (and f's backward) fit the memory budget."""
+    tokens = token_budget_for(g, width=width, mode="double_backward")
+    if f is not None:
+        tokens = min(tokens, token_budget_for(f, width=width, mode="backward"))
+    return max(1, tokens // max(width, 1))
+
+
+def batch_backward(g: TextClassifier, f: TextClassifier | None, data, index: list[int], targets: TargetPositions,
+                   objective: FacadeObjective, rows: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Backward of the Facade loss of one batch in micro-batches of at most ``rows`` rows, each weighted by
+    its share of the rows. Every term of the objective is a mean over rows, so the accumulated gradient is
+    the whole batch's (the ``top1`` goal, a mean over rows holding a target, is weighted by rows too); the
+    diagnostics in ``info`` are row-weighted means of the chunks'. Returns (detached loss, info)."""
+    total, info = 0.0, {}
+    for start in range(0, len(index), rows):
+        part = index[start:start + rows]
+        b = collate(data, part, g.tokenizer.pad_token_id)
+        t = targets.mask(b["input_ids"], b["attention_mask"])
+        partner = partner_for(f, b, objective) if f is not None else None
+        value, chunk_info = facade_loss(g, b, t, objective, partner)
+        weight = len(part) / len(index)
+        (value * weight).backward()
+        total += float(value.detach()) * weight
+        for k, v in chunk_info.items():
+            info[k] = info.get(k, 0.0) + v * weight
+        del value, partner
+    return torch.tensor(total), info
+
+
 def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], target: TargetSpec,
                  out: str | Path, config: FacadeConfig, f: TextClassifier | None = None,
                  progress: bool = True, log: Callable[[str], None] = print) -> dict:
@@ -106,8 +137,9 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
     pad = g.tokenizer.pad_token_id
     tr = tokenize_examples(g, train, config.max_length)
     dv = tokenize_examples(g, dev[:config.eval_size], config.max_length)
-    dev_batches = [collate(dv, ix, pad) for ix in epoch_batches([len(x) for x in dv.input_ids],
-                                                                 config.batch_size, 0, 0, shuffle=False)]
+    dev_widths = [len(x) for x in dv.input_ids]
+    dev_rows = min(config.batch_size, _chunk_rows(g, f, max(dev_widths, default=1)))
+    dev_batches = [collate(dv, ix, pad) for ix in epoch_batches(dev_widths, dev_rows, 0, 0, shuffle=False)]
     lengths = [len(x) for x in tr.input_ids]
     if f is not None:
         f.model.eval().requires_grad_(False)
@@ -115,11 +147,8 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
 
     def loss(index: list[int], state: LoopState) -> tuple[torch.Tensor, dict[str, float]]:
         g.model.train()
-        b = collate(tr, index, pad)
-        t = targets.mask(b["input_ids"], b["attention_mask"])
-        partner = partner_for(f, b, config.objective) if f is not None else None
-        value, info = facade_loss(g, b, t, config.objective, partner)
-        return value, info
+        rows = _chunk_rows(g, f, max(lengths[i] for i in index))
+        return batch_backward(g, f, tr, index, targets, config.objective, rows)
 
     def evaluate(state: LoopState) -> None:
         state.history.append({"step": state.step, **_evaluate(g, dev_batches, targets, config.objective, f)})
@@ -141,7 +170,7 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
         clip_params=list(g.model.parameters()), clip_norm=1.0, checkpoint_dir=out / "checkpoint",
         checkpoint_every=config.checkpoint_every, eval_every=config.eval_every, evaluate=evaluate,
         postfix=postfix, seed=config.seed, what="facade training", desc=f"facade[{targets.name}]",
-        progress=progress, log=log)
+        progress=progress, log=log, loss_runs_backward=True)
     state = loop.run()
     g.model.eval()
     g.save(out)

@@ -168,6 +168,9 @@ class TrainingLoop:
     desc: str = "train"
     progress: bool = True
     log: Callable[[str], None] = print
+    # True when ``loss`` runs backward itself (e.g. over micro-batches, to bound memory) and returns the
+    # detached value: the loop then only checks it and steps the optimizers
+    loss_runs_backward: bool = False
     seconds: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
@@ -226,7 +229,8 @@ class TrainingLoop:
         if not torch.isfinite(loss.detach()).all():
             raise UnmaskError(f"{self.what}: the loss is {float(loss.detach())} at step {state.step + 1}; "
                               f"lower the learning rate")
-        loss.backward()
+        if not self.loss_runs_backward:
+            loss.backward()
         if self.before_update is not None:
             self.before_update(state)
         if self.clip_norm is not None:
