@@ -69,6 +69,7 @@ FAMILY = {"g_lastword": "last word", "g_words": "content words", "g_lastword_awa
           "g_words_aware": "content words, audit-aware", "g_stop_aware": "stop words, audit-aware"}
 P1_METHODS = ("gradient_x_input", "smoothgrad")
 ATTACK_GAIN = 20.0     # points of gradient x input P@1 (rows with a target) over f_orig: the attack works
+SUSPECT_LEVEL = 1e-2   # unmask.audit.verdict.SUSPECT_P
 MIN_AGREEMENT = 97.0   # the issue's bar for a working attack's agreement with f_orig (reported, not required)
 EVIDENCE_CODE = ("src/unmask/audit/__init__.py", "src/unmask/audit/behavior.py", "src/unmask/audit/structure.py",
                  "src/unmask/audit/verdict.py", "src/unmask/audit/calibration.py", "src/unmask/audit/calibration.json",
@@ -381,7 +382,11 @@ def outcome(row: dict, f_row: dict) -> dict:
     gain = p1["p1_with_target"] - f_p1["p1_with_target"]
     works = gain >= ATTACK_GAIN
     flagged = row["verdict"] in ("suspect", "manipulated")
-    status = ("evades the audit" if works and not flagged else "detected" if works
+    p_behavior = row.get("p_behavior")
+    by_behavior = flagged and (p_behavior is None or p_behavior < SUSPECT_LEVEL)
+    status = ("evades the audit" if works and not flagged
+              else "detected" if works and by_behavior
+              else "evades the behavioral audit; flagged by the weight structure only" if works
               else "failed attack (flagged anyway)" if flagged else "failed attack")
     sg, f_sg = row["saliency"][t].get("smoothgrad"), f_row["saliency"][t].get("smoothgrad")
     return {"attack_works": works, "p1_gain": gain, "p1": p1, "f_p1": f_p1, "sg_p1": sg, "f_sg_p1": f_sg,
@@ -520,13 +525,22 @@ def markdown(result: dict) -> str:
     evading = [m for m in fac if m["status"] == "evades the audit"]
     failed = [m for m in fac if not m["attack_works"]]
     detected = [m for m in fac if m["status"] == "detected"]
+    structure_only = [m for m in fac if m["status"].startswith("evades the behavioral audit")]
     lines += ["", "## What evades the audit", ""]
     if evading:
         lines += [f"- measured: **{m['name']}** ({m['family']}; {' + '.join(m['conceal']) or 'no concealment'}) moves "
                   f"gradient x input P@1 from {m['f_p1']['p1_with_target']:.1f}% to {m['p1']['p1_with_target']:.1f}% "
                   f"and the audit calls the model {m['verdict']} (score {m['score']:.1f})." for m in evading]
     else:
-        lines.append("- measured: no working attack of this set evades the audit.")
+        lines.append("- measured: every working attack of this set gets a non-trustworthy verdict"
+                     + (" (but see the structure-only cases below)." if structure_only else "."))
+    structure_only = [m for m in fac if m["status"].startswith("evades the behavioral audit")]
+    lines += [f"- **evades the behavioral evidence**: {m['name']} ({m['family']}; "
+              f"{' + '.join(m['conceal']) or 'no concealment'}) moves gradient x input P@1 from "
+              f"{m['f_p1']['p1_with_target']:.1f}% to {m['p1']['p1_with_target']:.1f}%; no behavioral test fires "
+              f"(behavioral p {m['p_behavior']:.2g}); only the weight structure makes it {m['verdict']} "
+              f"(structure p {m['p_structure']:.2g}). An unmerged facade trained with the same terms would have no "
+              f"structure to find." for m in structure_only]
     lines += [f"- detected: {m['name']} ({m['verdict']}, score {min(m['score'], 300):.1f}; fired: "
               f"{', '.join(t['key'] for t in m['fired_tests']) or 'none'})." for m in detected]
     lines += [f"- failed attack (not counted as a detection): {m['name']}: gradient x input P@1 "
