@@ -178,7 +178,7 @@ def _synthetic_evidence(pileup: float, coupling: float) -> dict:
 
 def test_structure_alone_makes_a_model_suspect_never_manipulated():
     from unmask.audit.calibration import Calibration, StatCalibration
-    from unmask.audit.verdict import MANIPULATED_P, verdicts
+    from unmask.audit.verdict import MANIPULATED_P, summary, verdicts
 
     stats = {f"{m}.{s}": StatCalibration(0.0 if s == "pileup" else 0.5, 0.01, 10)
              for m in ("gradient_x_input", "integrated_gradients") for s in ("top1_miss", "pileup")}
@@ -188,9 +188,11 @@ def test_structure_alone_makes_a_model_suspect_never_manipulated():
     clean, model = verdicts(_synthetic_evidence(0.0, 1.0), cal)
     assert model["verdict"] == "trustworthy" and clean["gradient_x_input"].verdict == "trustworthy"
     # split weights (coupling 1e-6: a structure p-value far below 1e-3) and clean behaviour: suspect at p = 1e-3
-    _, model = verdicts(_synthetic_evidence(0.0, 1e-6), cal)
+    methods, model = verdicts(_synthetic_evidence(0.0, 1e-6), cal)
     assert model["p_structure"] < 1e-6
     assert model["verdict"] == "suspect" and model["p_value"] == MANIPULATED_P
+    text = summary(methods, model)
+    assert text.startswith("SUSPECT") and "behave like a clean model" in text and model["structural_reasons"]
     # the same weights with a method piling attribution far beyond clean models: manipulated by behaviour
     methods, model = verdicts(_synthetic_evidence(0.5, 1e-6), cal)
     assert methods["gradient_x_input"].verdict == "manipulated" and model["verdict"] == "manipulated"

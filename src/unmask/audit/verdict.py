@@ -130,11 +130,13 @@ def summary(method_verdicts: dict[str, MethodVerdict], model: dict) -> str:
     chance = f"a clean model scores this high with probability {p:.1e}" if p < 0.01 else \
         f"nothing a clean model would not show (p = {p:.2f})"
     if not bad:
-        text = (f"No sign of manipulated explanations ({chance}). Every audited method's important tokens "
+        if model["verdict"] == "suspect":  # the weights alone (structure never gives more than suspect)
+            p_b = model.get("p_behavior", 1.0)
+            return (f"SUSPECT: the explanation methods behave like a clean model's (behavioral p = {p_b:.2g}), "
+                    f"but " + "; ".join(model["structural_reasons"]) + ". Inspect how the model was built: a "
+                    "facade trained to keep its gradients' statistics in the clean range looks like this.")
+        return (f"No sign of manipulated explanations ({chance}). Every audited method's important tokens "
                 f"matter to the output about as much as on clean models.")
-        if model["verdict"] == "suspect":
-            text += " But " + "; ".join(model["structural_reasons"]) + ": inspect how the model was built."
-        return text
     parts = []
     for m in bad:
         v = method_verdicts[m]
