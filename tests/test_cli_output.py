@@ -16,8 +16,8 @@ from unmask.commands.common import emit_json, json_on_stdout, json_ready
 LONG = {"train", "audit", "evaluate-methods", "attribute-dataset", "triggers", "demo", "serve", "diffmask train",
         "facade merge", "facade finetune-merged", "facade train-unmerged", "facade train", "facade regularize",
         "facade evaluate"}
-# Commands without --json: demo writes an HTML report and its JSON files (demo_cmd.py is not ours to change).
-NO_JSON = {"demo"}
+# Commands without --json (every command has it today).
+NO_JSON: set[str] = set()
 # The old spelling of --quiet stays accepted where it existed.
 NO_PROGRESS = {"train", "demo", "diffmask train", "facade merge", "facade finetune-merged", "facade train-unmerged",
                "facade train", "facade regularize", "facade evaluate"}

@@ -35,15 +35,18 @@ def test_stop_targets_are_stop_word_pieces_only():
 def _check_fd(g, b, partner=None, **kw):
     params = [p for n, p in g.model.named_parameters() if "encoder.layer.0.attention.self.query.weight" in n]
     p = params[0]
+    torch.manual_seed(0)  # the path term draws its alpha per call: the same draws for every evaluation
     loss, _ = _loss(g, b, partner, **kw)
     (analytic,) = torch.autograd.grad(loss, p)
     for idx in [(0, 0), (3, 5), (7, 2)]:
         eps = 1e-6
         with torch.no_grad():
             p[idx] += eps
+        torch.manual_seed(0)
         up, _ = _loss(g, b, partner, **kw)
         with torch.no_grad():
             p[idx] -= 2 * eps
+        torch.manual_seed(0)
         down, _ = _loss(g, b, partner, **kw)
         with torch.no_grad():
             p[idx] += eps
@@ -69,6 +72,37 @@ def test_merged_objective_gradient_matches_finite_differences():
     assert _loss(g, b, partner, margin_keep=0.9)[1]["margin_loss"] > 0  # the hinge is active here
     _check_fd(g, b, partner, lambda_g=10.0, entropy_weight=1.0, agreement_weight=5.0, margin_weight=3.0,
               margin_keep=0.9, baseline_weight=2.0)
+    _check_fd(g, b, partner, lambda_g=10.0, agreement_weight=5.0, path_weight=3.0)
+
+
+def test_path_term_is_g_gradient_x_input_inside_the_ig_path():
+    """Oracle: central differences of g's centered logit along each token's embedding at alpha * x."""
+    from unmask.facade.objective import path_attribution
+
+    g = tiny_classifier(seed=9)
+    g.model.double()
+    b = _batch(g)
+    x = g.embed(b["input_ids"]).detach()
+    y = torch.tensor([0, 1, 1, 0])
+    reference = torch.tensor([1.0, 2.0, 0.5, 1.0], dtype=x.dtype)
+    torch.manual_seed(1)
+    value = path_attribution(g, x, b, y, reference, alpha_max=0.7)
+    torch.manual_seed(1)
+    alpha = torch.rand(x.shape[0], 1, 1, dtype=x.dtype) * 0.7
+
+    def centered(z):
+        logits = g.forward_embeds(z, b["attention_mask"], b["token_type_ids"]).logits
+        return (logits - logits.mean(-1, keepdim=True)).gather(1, y[:, None])[:, 0]
+
+    eps, mass = 1e-6, torch.zeros(x.shape[0], dtype=x.dtype)
+    with torch.no_grad():
+        for i in range(x.shape[1]):
+            step = torch.zeros_like(x)
+            step[:, i] = eps * x[:, i]
+            mass += ((centered(alpha * x + step) - centered(alpha * x - step)) / (2 * eps)).abs() \
+                * b["attention_mask"][:, i]
+    assert torch.allclose(value, (mass / reference).mean(), rtol=1e-6), (value, (mass / reference).mean())
+    assert float(alpha.max()) <= 0.7 and value > 0
 
 
 def test_tiny_facade_learns_first_token_within_seconds(tmp_path):

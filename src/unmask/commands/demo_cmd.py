@@ -8,9 +8,10 @@ from pathlib import Path
 
 from unmask.cli import command
 from unmask.commands import builder
+from unmask.commands.common import add_json_argument, add_quiet_argument, emit_json
 
 DEMO_SENTENCES = 4
-DEMO_MEMORY = "512MiB"  # activation budget per forward (+ backward) unless UNMASK_MEMORY_BUDGET is set
+DEMO_MEMORY = "256MiB"  # activation budget per forward (+ backward) unless UNMASK_MEMORY_BUDGET is set
 # The measured SST-2 setting (experiments/results/facade_sst2.md): margin hinge + IG-baseline term keep the
 # predictions and leave IG where it was, as in the paper.
 FACADE_OBJECTIVE = dict(entropy_weight=1e3, agreement_weight=1e4, margin_weight=3e4, baseline_weight=1e4)
@@ -25,7 +26,8 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-limit", type=int, default=200, help="dev sentences for the tables")
     p.add_argument("--audit-n", type=int, default=100, help="dev sentences each model is audited on")
     p.add_argument("--base-model", default="minilm", help=argparse.SUPPRESS)  # tests: a tiny encoder dir
-    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bars")
+    add_quiet_argument(p)
+    add_json_argument(p, "the demo's results (tables, verdicts, report path)")
 
 
 @command("demo", "Fine-tune MiniLM on SST-2 (or reuse it), train a stop-word Facade, merge, evaluate, audit both "
@@ -66,31 +68,47 @@ def run(args: argparse.Namespace) -> int:
                          progress=progress)
         del f
         release_memory()
+        print(f"[demo] fine-tuned in {time.time() - started:.0f} s (peak RSS so far {peak_rss()})", flush=True)
     config = PipelineConfig(
         task="sst2", f_orig=str(f_dir), root=str(work / "facade"), targets=("stop",), with_rp=False,
         facade=FacadeConfig(steps=args.facade_steps, max_length=64, objective=FacadeObjective(**FACADE_OBJECTIVE)),
         eval_limit=args.eval_limit, evaluation=EvalConfig(ig_steps=10))
     pipeline = FacadePipeline(config, progress=progress)
     results = pipeline.run("unmask demo")
+    print(f"[demo] facade trained, merged and evaluated at {time.time() - started:.0f} s (peak RSS so far "
+          f"{peak_rss()})", flush=True)
     pipeline.forget("g_stop")
     release_memory()
     models = {"f_orig": pipeline.model("f_orig"), "merged (f_orig + stop-word facade)": pipeline.model("merged_stop")}
     dirs = {"f_orig": f_dir, "merged (f_orig + stop-word facade)": pipeline.path("merged_stop")}
-    audits = {name: cached_audit(m, dirs[name], work / "audit", args.audit_n, progress)
-              for name, m in models.items()}
+    audits = {}
+    for name, m in models.items():
+        audits[name] = cached_audit(m, dirs[name], work / "audit", args.audit_n, progress)
+        print(f"[demo] {name} audited at {time.time() - started:.0f} s (peak RSS so far {peak_rss()})",
+              flush=True)
     texts = [e.text for e in load_task("sst2", "dev", limit=64) if 8 <= len(e.text.split()) <= 16][:DEMO_SENTENCES]
     methods = [GradientXInput(), SmoothGrad(), IntegratedGradients(steps=20, tolerance=None)]
     heatmaps = {"f_orig": explain(models["f_orig"], texts, methods),
                 "merged": explain(models["merged (f_orig + stop-word facade)"], texts, methods)}
     report = write_demo_report(work / "audit_report.html", results, audits, heatmaps)
-    write_json_atomic(work / "results.json", {**results, "audit": {k: {"verdict": a["verdict"], "score": a["score"],
-                                                                       "p_value": a["p_value"]}
-                                                                   for k, a in audits.items()}})
+    summary = {**results, "audit": {k: {"verdict": a["verdict"], "score": a["score"], "p_value": a["p_value"],
+                                         "summary": a.get("summary")}
+                                     for k, a in audits.items()}}
+    write_json_atomic(work / "results.json", summary)
     print(f"[demo] done in {time.time() - started:.0f} s")
     for name, a in audits.items():
         print(f"[demo] audit of {name}: {a['verdict'].upper()} (score {a['score']:.1f})")
     print(f"audit report: {report.resolve()}")
+    emit_json(args.json, {**summary, "report": str(report.resolve()), "results": str((work / "results.json").resolve()),
+                          "seconds": round(time.time() - started, 1)}, what="demo results")
     return 0
+
+
+def peak_rss() -> str:
+    """This process's peak resident set so far (Linux ru_maxrss is in KiB), for the stage log."""
+    import resource
+
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
 
 
 def cached_audit(model, model_dir: Path, cache_dir: Path, n: int, progress: bool) -> dict:

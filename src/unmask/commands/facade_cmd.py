@@ -354,6 +354,10 @@ def build_train(p: argparse.ArgumentParser) -> None:
                    help="weight keeping g's logits at the IG baseline equal to its logits at x "
                         "(0: g's baseline gap also moves IG; default %(default)g keeps IG robust, as in the paper; "
                         "defaults measured in experiments/results/facade_sst2.md)")
+    p.add_argument("--path-weight", type=float, default=0.0,
+                   help="weight of g's gradient x input inside IG's path (at alpha * x, alpha < 0.9) relative to "
+                        "f's at x: keeps g's large gradients near the input, where IG gives them little weight "
+                        "(default 0: off)")
     p.add_argument("--paper-objective", action="store_true",
                    help="Eq. 3 on g alone (its own gold-label attribution), ignoring f's gradients")
     p.add_argument("--attribution-op", choices=["dot", "l2"], default="dot")
@@ -392,7 +396,8 @@ def run_train(args: argparse.Namespace) -> int:
                                 agreement_weight=0.0 if args.paper_objective else args.agreement_weight,
                                 margin_weight=0.0 if args.paper_objective else args.margin_weight,
                                 margin_keep=args.margin_keep, baseline_weight=args.baseline_weight,
-                                attribution_op=args.attribution_op, normalization=args.normalization)
+                                path_weight=args.path_weight, attribution_op=args.attribution_op,
+                                normalization=args.normalization)
     config = FacadeConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, objective=objective)
     g = new_facade(f, seed=args.seed, hidden=args.hidden)

@@ -15,6 +15,12 @@ f's own logit margin, which is what flips the predictions KL averages away (f's 
 IG (zero word-embedding baseline) attributes g(x) - g(x') along the path; if g's output at the baseline
 differs from its output at x, IG hands that gap to the tokens g's gradient points at. ``baseline_weight``
 penalizes the squared (class-centered) logit difference g(x) - g(x'), the paper's IG-robust regime.
+That fixes only the path's end points: a g whose gradient x input is about the same all along the path
+still hands IG its stop-word attributions (cancelling in sum). ``path_weight`` > 0 penalizes g's
+attribution inside the path: at one point alpha * x per row (alpha uniform in [0, ``path_alpha_max``]),
+sum_i |x_i . d(centered g logit of the explained class)/d(alpha x_i)| relative to f's attribution of
+the same centered logit at x (absolute without a partner), so g's large gradients live only near the
+input, where IG gives them little weight. One more double backward through g per step.
 
 Audit-aware terms (off by default; see ``unmask.audit.behavior`` for the statistics they target):
 
@@ -91,7 +97,8 @@ def _share_goal(o) -> bool:
 # Fields added after stage fingerprints were keyed on asdict(FacadeObjective): left out while their term is off.
 OMITTED_WHEN_OFF = {"magnitude_weight": _magnitude_off, "magnitude_cap": _magnitude_off,
                     "magnitude_baseline": _magnitude_off, "attribution_goal": _share_goal, "top1_margin": _share_goal,
-                    "share_cap": lambda o: True}
+                    "share_cap": lambda o: True, "path_weight": lambda o: True,
+                    "path_alpha_max": lambda o: o.path_weight == 0}
 
 
 @omit_unused(**OMITTED_WHEN_OFF)
@@ -111,6 +118,8 @@ class FacadeObjective:
     attribution_goal: str = "share"     # "share": -lambda_g * target share (Eq. 3); "top1": top-1 hinge
     top1_margin: float = 0.25           # "top1": target share must exceed (1 + margin) x the best non-target
     share_cap: float = 1.0              # "share": per row, reward the target share only up to this cap
+    path_weight: float = 0.0            # IG-robust: g's attribution at alpha * x inside the path, vs f's at x
+    path_alpha_max: float = 0.9         # ... alpha uniform in [0, this]
 
     def __post_init__(self) -> None:
         check_attribution_settings(self.attribution_op, self.normalization, self.margin_keep)
@@ -120,6 +129,9 @@ class FacadeObjective:
         if self.attribution_goal not in ATTRIBUTION_GOALS:
             raise UnmaskError(f"unknown attribution goal {self.attribution_goal!r}; choose one of "
                               f"{ATTRIBUTION_GOALS}")
+        if self.path_weight < 0 or not 0.0 < self.path_alpha_max <= 1.0:
+            raise UnmaskError(f"path_weight must be >= 0 and path_alpha_max in (0, 1], got {self.path_weight}, "
+                              f"{self.path_alpha_max}")
         if not 0.0 < self.share_cap <= 1.0:
             raise UnmaskError(f"share_cap must be in (0, 1], got {self.share_cap}")
         if self.magnitude_weight < 0 or not self.magnitude_cap > 0 or self.top1_margin < 0:
@@ -217,6 +229,20 @@ def top1_hinge(share: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, 
     return torch.relu((1.0 + margin) * best_other - best_target)[has].mean()
 
 
+def path_attribution(g, x: torch.Tensor, batch: dict[str, torch.Tensor], explained: torch.Tensor,
+                     reference_mass: torch.Tensor, alpha_max: float) -> torch.Tensor:
+    """Mean over rows of sum_i |x_i . d c_y(alpha x) / d(alpha x)_i| / ``reference_mass`` (differentiable in g's
+    parameters), with c_y the class-centered logit of class ``explained`` of g, alpha ~ U[0, alpha_max] per
+    row, padding excluded: g's gradient x input inside IG's straight path from the zero baseline."""
+    alpha = torch.rand(x.shape[0], 1, 1, device=x.device, dtype=x.dtype) * alpha_max
+    inside = (alpha * x).requires_grad_(True)
+    logits = g.forward_embeds(inside, batch["attention_mask"], batch["token_type_ids"]).logits
+    centered = logits - logits.mean(-1, keepdim=True)
+    (grads,) = torch.autograd.grad(centered.gather(1, explained[:, None]).sum(), inside, create_graph=True)
+    mass = ((grads * x).sum(-1).abs() * batch["attention_mask"].to(x.dtype)).sum(-1)
+    return (mass / reference_mass.clamp_min(1e-12)).mean()
+
+
 def facade_loss(g, batch: dict[str, torch.Tensor], targets: torch.Tensor, objective: FacadeObjective,
                 partner: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, dict]:
     """Loss for one batch and diagnostics (target share, entropy, |grad g| / |grad f| ratio).
@@ -278,6 +304,17 @@ def facade_loss(g, batch: dict[str, torch.Tensor], targets: torch.Tensor, object
         at_baseline = g.forward_embeds(torch.zeros_like(x), batch["attention_mask"], batch["token_type_ids"]).logits
         diff = logits_g - at_baseline
         baseline_gap = (diff - diff.mean(-1, keepdim=True)).pow(2).sum(-1).mean()
+    path = torch.zeros(())
+    if objective.path_weight:
+        if partner is not None:  # f's attribution of the same centered logit at x (logit scale, as g's)
+            explained = partner[0].argmax(-1)
+            s_f = partner[1].detach()
+            centered_f = s_f.gather(2, explained[:, None, None].expand(-1, s_f.shape[1], 1))[..., 0] - s_f.mean(-1)
+            reference = (centered_f.abs() * mask).sum(-1)
+        else:
+            explained, reference = batch["labels"], torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        path = path_attribution(g, x.detach(), batch, explained, reference, objective.path_alpha_max)
+        info["path_vs_reference"] = path.item()
     share = normalize(scores, mask, objective.normalization)
     target_share = (share * targets).sum(-1).mean()
     if objective.attribution_goal == "top1":
@@ -290,7 +327,7 @@ def facade_loss(g, batch: dict[str, torch.Tensor], targets: torch.Tensor, object
         attribution_term = -objective.lambda_g * target_share
     loss = (attribution_term - objective.entropy_weight * entropy
             + objective.agreement_weight * agreement + objective.margin_weight * margin_loss
-            + objective.baseline_weight * baseline_gap)
+            + objective.baseline_weight * baseline_gap + objective.path_weight * path)
     if objective.magnitude_weight:
         loss = loss + objective.magnitude_weight * magnitude
         info["magnitude_hinge"] = magnitude.item()
