@@ -111,7 +111,9 @@ def test_new_objective_fields_are_fingerprinted_when_used():
     assert dataclasses.asdict(FacadeObjective(share_cap=0.3))["share_cap"] == 0.3
     assert dataclasses.asdict(FacadeObjective(attribution_goal="top1"))["top1_margin"] == 0.25
     assert dataclasses.asdict(FacadeObjective(magnitude_cap=2.0))["magnitude_cap"] == 2.0  # off but not default
-    assert len(dataclasses.fields(FacadeObjective)) == 14  # the class still has every field
+    path = dataclasses.asdict(FacadeObjective(path_weight=2.0))
+    assert path == {**DEFAULT_OBJECTIVE_DICT, "path_weight": 2.0, "path_alpha_max": 0.9}
+    assert len(dataclasses.fields(FacadeObjective)) == 16  # the class still has every field
     assert dataclasses.replace(used, lambda_g=1.0).magnitude_weight == 5.0
     assert dataclasses.replace(FacadeObjective(magnitude_cap=2.0), magnitude_weight=1.0).magnitude_cap == 2.0
     used.magnitude_weight = 0.0  # the view follows the current values
