@@ -27,6 +27,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TRAIN_KEYS = {"steps": int, "lr": float, "batch_size": int}
 
 
+def _number_or_text(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def parse_variant(text: str) -> tuple[str, dict]:
     from unmask.facade.objective import FacadeObjective
 
@@ -40,8 +47,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
         if key in TRAIN_KEYS:
             out[key] = TRAIN_KEYS[key](value)
         elif key in fields:
-            out[key] = float(value) if value.replace(".", "", 1).replace("e", "", 1).replace("-", "").isdigit() \
-                else value
+            out[key] = _number_or_text(value)
         else:
             raise SystemExit(f"variant {name}: unknown key {key!r} (steps, lr, batch_size or a FacadeObjective "
                              f"field: {', '.join(sorted(fields))})")
@@ -118,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
+    from unmask.io import write_json_atomic, write_text_atomic
+
     torch.set_num_threads(args.threads)
     variants = [parse_variant(v) for v in args.variant]
     out_json = RESULTS / "demo_facade_setting.json"
@@ -131,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         data = {"eval_limit": args.eval_limit, "f_orig": args.f_orig, "commands": sorted({*old.get("commands", []),
                                                                                           command}),
                 "rows": list(rows.values())}
-        from unmask.io import write_json_atomic, write_text_atomic
-
         write_json_atomic(out_json, data)
         write_text_atomic(RESULTS / "demo_facade_setting.md",
                           markdown(list(rows.values()), "; ".join(data["commands"]), args.eval_limit))

@@ -68,15 +68,14 @@ def run(args: argparse.Namespace) -> int:
                          progress=progress)
         del f
         release_memory()
-        print(f"[demo] fine-tuned in {time.time() - started:.0f} s (peak RSS so far {peak_rss()})", flush=True)
+        stage_done("fine-tuned", started)
     config = PipelineConfig(
         task="sst2", f_orig=str(f_dir), root=str(work / "facade"), targets=("stop",), with_rp=False,
         facade=FacadeConfig(steps=args.facade_steps, max_length=64, objective=FacadeObjective(**FACADE_OBJECTIVE)),
         eval_limit=args.eval_limit, evaluation=EvalConfig(ig_steps=10))
     pipeline = FacadePipeline(config, progress=progress)
     results = pipeline.run("unmask demo")
-    print(f"[demo] facade trained, merged and evaluated at {time.time() - started:.0f} s (peak RSS so far "
-          f"{peak_rss()})", flush=True)
+    stage_done("facade trained, merged and evaluated", started)
     pipeline.forget("g_stop")
     release_memory()
     models = {"f_orig": pipeline.model("f_orig"), "merged (f_orig + stop-word facade)": pipeline.model("merged_stop")}
@@ -84,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     audits = {}
     for name, m in models.items():
         audits[name] = cached_audit(m, dirs[name], work / "audit", args.audit_n, progress)
-        print(f"[demo] {name} audited at {time.time() - started:.0f} s (peak RSS so far {peak_rss()})",
-              flush=True)
+        stage_done(f"{name} audited", started)
     texts = [e.text for e in load_task("sst2", "dev", limit=64) if 8 <= len(e.text.split()) <= 16][:DEMO_SENTENCES]
     methods = [GradientXInput(), SmoothGrad(), IntegratedGradients(steps=20, tolerance=None)]
     heatmaps = {"f_orig": explain(models["f_orig"], texts, methods),
@@ -104,11 +102,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def peak_rss() -> str:
-    """This process's peak resident set so far (Linux ru_maxrss is in KiB), for the stage log."""
+def stage_done(what: str, started: float) -> None:
+    """One log line: the stage, seconds since the demo started, this process's peak RSS so far (Linux
+    ru_maxrss is in KiB)."""
     import resource
 
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"[demo] {what} at {time.time() - started:.0f} s (peak RSS so far {peak:.2f} GiB)", flush=True)
 
 
 def cached_audit(model, model_dir: Path, cache_dir: Path, n: int, progress: bool) -> dict:
