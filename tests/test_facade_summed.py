@@ -62,3 +62,16 @@ def test_attention_and_wrong_widths_are_clear_errors(parts):
         summed.forward_embeds(f.embed(batch.input_ids), batch.attention_mask)
     with pytest.raises(UnmaskError, match="cannot merge"):
         SummedModel(f, random_bert(seed=3, head_size=4, heads=2))
+
+
+def test_token_budget_adds_up_both_parts(parts):
+    """f and g run side by side, so a chunk costs both parts' activations: the budget is the memory over their
+    sum (it fell back to a fixed 2048 tokens, ignoring the memory budget, and peaked the demo's RSS)."""
+    from unmask.attribution.budget import token_budget_for
+
+    f, g, merged, summed = parts
+    memory = 4 << 20
+    one = {m: memory // token_budget_for(m, 32, memory=memory) for m in (f, g)}  # ~bytes per token of each
+    both = token_budget_for(summed, 32, memory=memory)
+    assert both < min(token_budget_for(f, 32, memory=memory), token_budget_for(g, 32, memory=memory))
+    assert both == pytest.approx(memory / (one[f] + one[g]), rel=0.02)

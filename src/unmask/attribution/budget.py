@@ -110,21 +110,33 @@ def model_device(model) -> torch.device:
 def token_budget_for(model, width: int | None = None, mode: str = "backward",
                      memory: str | int | None = None) -> int:
     """Padded tokens per forward for ``model`` at chunk ``width`` (default: its maximum length) within the
-    memory budget; on a CPU at most ``CPU_CHUNK_TOKENS``; at least one row of ``width`` tokens."""
-    net = getattr(model, "model", None)
-    shape = encoder_shape(getattr(net, "config", None))
-    if shape is None:
-        return FALLBACK_TOKENS
+    memory budget; on a CPU at most ``CPU_CHUNK_TOKENS``; at least one row of ``width`` tokens. A model made
+    of parts run side by side (``model.parts``, e.g. ``SummedModel``'s f and g) costs the sum of its parts."""
     width = int(width or getattr(model, "max_length", 512))
-    try:
-        dtype_bytes = model.embedding_matrix.element_size()
-    except (AttributeError, NotImplementedError):
-        dtype_bytes = 4
-    per_token = activation_bytes_per_token(*shape, width=width, mode=mode, dtype_bytes=dtype_bytes)
+    per_token = _bytes_per_token(model, width, mode)
+    if per_token is None:
+        return FALLBACK_TOKENS
     budget = memory_budget(memory) // per_token
     if model_device(model).type == "cpu":
         budget = min(budget, CPU_CHUNK_TOKENS)
     return max(int(budget), width)
+
+
+def _bytes_per_token(model, width: int, mode: str) -> int | None:
+    """Activation bytes per token of ``model`` (summed over ``model.parts``), or None if any part's config
+    does not describe a transformer encoder."""
+    parts = getattr(model, "parts", None)
+    if parts:
+        sizes = [_bytes_per_token(part, width, mode) for part in parts]
+        return None if any(s is None for s in sizes) else sum(sizes)
+    shape = encoder_shape(getattr(getattr(model, "model", None), "config", None))
+    if shape is None:
+        return None
+    try:
+        dtype_bytes = model.embedding_matrix.element_size()
+    except (AttributeError, NotImplementedError):
+        dtype_bytes = 4
+    return activation_bytes_per_token(*shape, width=width, mode=mode, dtype_bytes=dtype_bytes)
 
 
 def resolve_token_budget(token_budget: int, model, width: int | None = None, mode: str = "backward") -> int:

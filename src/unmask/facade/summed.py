@@ -55,6 +55,11 @@ class SummedModel:
         return self.f.label_index(label)
 
     @property
+    def parts(self) -> tuple[TextClassifier, TextClassifier]:
+        """f and g: what runs per forward (token budgets add up their activations)."""
+        return self.f, self.g
+
+    @property
     def block_sizes(self) -> tuple[int, int]:
         """Embedding dimensions of f's and g's parts, in order (the merged model's split)."""
         return self.split, int(self.g.embedding_matrix.shape[1])
