@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from unmask.attribution.base import AttributionMethod
-from unmask.attribution.budget import AUTO_TOKEN_BUDGET
+from unmask.attribution.budget import AUTO_TOKEN_BUDGET, resolve_token_budget
 from unmask.attribution.explain import attribute_batch, predict_batch
 from unmask.attribution.gradient_x_input import GradientXInput
 from unmask.attribution.integrated_gradients import IntegratedGradients
@@ -28,8 +28,6 @@ from unmask.facade.targets import TargetPositions
 from unmask.metrics.saliency import saliency_summary
 from unmask.models.batch import length_buckets
 from unmask.models.classifier import SPLIT_KEY, TextClassifier
-
-SPLIT_RATIO_TOKEN_BUDGET = 4096  # block_gradient_mass keeps the whole backward graph of a bucket
 
 
 @dataclass
@@ -67,12 +65,13 @@ def split_sizes(model) -> tuple[int, ...] | None:
 
 
 def gradient_split_ratio(model: TextClassifier, examples: list[Example],
-                         token_budget: int = SPLIT_RATIO_TOKEN_BUDGET) -> float | None:
+                         token_budget: int = AUTO_TOKEN_BUDGET) -> float | None:
     """Median over inputs of sum_i |g_i . x_i| on the facade block / on the predictive block.
 
     Only for merged models (split LayerNorm); the loss gradient at the model's own prediction. Rows go
-    through in length buckets of at most ``token_budget`` tokens (a fixed 64-row batch of long RTE pairs
-    on a merged model needed ~10 GB).
+    through in length buckets of at most ``token_budget`` tokens, by default derived from the model's size
+    and the memory budget for a backward pass (a fixed 64-row batch of long RTE pairs on a merged model
+    needed ~10 GB).
     """
     sizes = split_sizes(model)
     if not sizes:
@@ -81,7 +80,8 @@ def gradient_split_ratio(model: TextClassifier, examples: list[Example],
     blocks = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
     batch = model.encode([e.text for e in examples], pairs_of(examples))
     ratios = []
-    for idx in length_buckets(batch.lengths, token_budget):
+    budget = resolve_token_budget(token_budget, model, max(batch.lengths, default=1), "backward")
+    for idx in length_buckets(batch.lengths, budget):
         b = batch.select(idx)
         mass = block_gradient_mass(model, b.input_ids, b.attention_mask, b.token_type_ids, blocks)
         ratios.extend((mass[:, -1] / mass[:, 0].clamp_min(1e-12)).tolist())
@@ -133,7 +133,7 @@ def evaluate_model(model: TextClassifier, examples: list[Example], targets: dict
         if name == "integrated_gradients":
             rel = [r.extras["relative_error"] for r in records]
             result["ig_relative_completeness_error_median"] = float(np.median(rel))
-    ratio = gradient_split_ratio(model, examples, min(config.token_budget, SPLIT_RATIO_TOKEN_BUDGET))
+    ratio = gradient_split_ratio(model, examples, config.token_budget)
     if ratio is not None:
         result["grad_ratio_g_over_f"] = ratio
     return result
