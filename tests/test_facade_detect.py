@@ -73,6 +73,18 @@ def test_trained_facade_is_flagged_and_plain_model_is_not(tmp_path):
     assert facade.size == 16 and facade.gradient_share > 0.5 and facade.margin_share < 0.1
 
 
+def test_rank_agreement_names_the_papers_gradient_gradient_x_input(monkeypatch):
+    """The detector's "Gradient" is Eq. 1 (g . x): keyed and worded gradient_x_input, never the registry's
+    ``gradient`` (the L2 norm), in the result and in the verdict."""
+    import unmask.facade.detect as detect
+
+    det = detect_facade(tiny_classifier(seed=1), _texts(4), ig_steps=2)
+    assert set(det.rank_agreement_with_occlusion) == {"gradient_x_input", "integrated_gradients"}
+    monkeypatch.setattr(detect, "_rank_agreement", lambda *a: {"gradient_x_input": 0.1, "integrated_gradients": 0.9})
+    det = detect_facade(tiny_classifier(seed=1), _texts(4), ig_steps=2)
+    assert det.suspicious and "Gradient x input (Eq. 1) agrees with occlusion far less than IG" in det.verdict
+
+
 def test_detection_needs_texts():
     with pytest.raises(UnmaskError, match="at least one"):
         detect_facade(tiny_classifier(), [])

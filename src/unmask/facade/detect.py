@@ -20,7 +20,8 @@ of the margin is a facade: it shapes explanations, not predictions.
 
 Behavioral (any model): gradient attributions of a manipulated model stop agreeing with what actually
 changes the output. We compare each method's token ranking with leave-one-out occlusion (Spearman) and
-report the gap between Gradient and IG; IG is hard to manipulate this way (paper section 5.1).
+report the gap between the paper's Gradient (Eq. 1, g . x: keyed ``gradient_x_input`` as everywhere else;
+the registry's ``gradient`` is the L2 norm) and IG; IG is hard to manipulate this way (paper section 5.1).
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def _rank_agreement(model: TextClassifier, batch, ig_steps: int) -> dict[str, fl
     target = logits.argmax(-1)
     occl = attribute_batch(model, batch, LeaveOneOut(), target, logits)
     out = {}
-    for name, method in (("gradient", GradientXInput()),
+    for name, method in (("gradient_x_input", GradientXInput()),
                          ("integrated_gradients", IntegratedGradients(steps=ig_steps, tolerance=None))):
         recs = attribute_batch(model, batch, method, target, logits)
         rhos = []
@@ -119,7 +120,7 @@ def detect_facade(model: TextClassifier, texts: list[str], pairs: list[str | Non
         comps = [Component(len(c), float(m), float(g), bool(g > facade_gradient_share and g >= facade_ratio * m))
                  for c, m, g in zip(parts, m_share, g_share)]
     agreement = _rank_agreement(model, batch, ig_steps)
-    gap = agreement["integrated_gradients"] - agreement["gradient"]
+    gap = agreement["integrated_gradients"] - agreement["gradient_x_input"]
     reasons = []
     if any(c.facade for c in comps):
         f = next(c for c in comps if c.facade)
@@ -128,8 +129,8 @@ def detect_facade(model: TextClassifier, texts: list[str], pairs: list[str | Non
     elif len(comps) > 1:
         reasons.append(f"the model splits into {len(comps)} independent sub-networks (no facade-like one)")
     if gap > rank_gap:
-        reasons.append(f"Gradient agrees with occlusion far less than IG does (Spearman {agreement['gradient']:.2f} "
-                       f"vs {agreement['integrated_gradients']:.2f})")
+        reasons.append(f"Gradient x input (Eq. 1) agrees with occlusion far less than IG does (Spearman "
+                       f"{agreement['gradient_x_input']:.2f} vs {agreement['integrated_gradients']:.2f})")
     suspicious = any(c.facade for c in comps) or gap > rank_gap
     verdict = ("SUSPICIOUS: " + "; ".join(reasons)) if suspicious else (
         "no facade found" + (f" ({reasons[0]})" if reasons else ""))
