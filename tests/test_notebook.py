@@ -107,3 +107,23 @@ def test_notebook_and_html_page_colour_every_token_alike(records):
             assert page == notebook and len(page) == len(rec.tokens)
             kept = background.findall(heatmap_html(rec, show_specials=False))
             assert kept == [c for c, s in zip(page, rec.sequence_ids) if s is not None]
+
+
+def test_standalone_page_names_the_labels_and_has_the_legend(records, tiny_model):
+    """``explain --html`` / the demo's heatmaps: 'predicted negative', never a bare label index like 'predicted 1'."""
+    import unmask
+    from unmask.report.html import attribution_html, attributions_page
+
+    names = tiny_model.label_names
+    for rec in records["gradient_x_input"]:
+        line = attribution_html(rec)
+        assert f"predicted {names[rec.prediction]} (p=" in line and f"explains {names[rec.target]}" in line
+        assert not re.search(r"predicted \d", line)
+    other = 1 - records["gradient_x_input"][0].prediction
+    (against,) = unmask.explain(tiny_model, ["a <b>bold</b> film"], methods=["gradient_x_input"],
+                                target=other)["gradient_x_input"]
+    assert f"explains {names[other]}" in attribution_html(against)
+    assert f"predicted label {against.prediction}" in attribution_html(against)  # the record knows one name
+    page = attributions_page(records)
+    assert page.count("unmask-legend") == 1 and page.index("unmask-legend") < page.index('class="attr"')
+    assert "supports the explained label" in page and "speaks against it" in page

@@ -138,7 +138,7 @@ class Spans(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
-        if tag == "span":
+        if tag == "span" and "title" in dict(attrs):  # a token (the legend's colour swatches have no title)
             self._in_span = True
             self.spans.append("")
             self.titles.append(dict(attrs)["title"])

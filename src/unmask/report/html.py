@@ -37,15 +37,31 @@ def heat_cells(attr: Attribution, show_specials: bool = True) -> Iterator[tuple[
         yield tok, float(w), float(s), token_colour(float(w) / top, float(s)), seq is None
 
 
+def label_name(attr: Attribution, index: int) -> str:
+    """The name of label ``index`` as far as the record knows it: its target's name, else ``label <index>``."""
+    return attr.target_name if index == attr.target else f"label {index}"
+
+
+def legend_html() -> str:
+    """What the colours mean (inline styles only: fits a notebook cell and a standalone page)."""
+    swatch = "display:inline-block;width:1.1em;height:.9em;vertical-align:middle;border-radius:2px;margin:0 .3em"
+    return (f'<div class="unmask-legend" style="color:#555;font-size:.85em;margin:.3em 0">'
+            f'<span style="{swatch};background:rgb({POSITIVE})"></span>supports the explained label '
+            f'<span style="{swatch};background:rgb({NEGATIVE})"></span>speaks against it; darker = larger '
+            f"share of |attribution| in the row (rescaled to its maximum); unsigned methods (gradient L2 norm, "
+            f"attention) use only the first colour; grey text = [CLS]/[SEP]</div>")
+
+
 def attribution_html(attr: Attribution, show_specials: bool = True) -> str:
-    """One record as a line of colored tokens (classes styled by ``STYLE``)."""
+    """One record as a line of colored tokens (classes styled by ``STYLE``); labels by name."""
     spans = []
     for tok, w, s, colour, special in heat_cells(attr, show_specials):
         title = html.escape(f"{tok}: {w:.3f} (raw {s:+.4g})", quote=True)
         spans.append(f'<span class="{"tok sep" if special else "tok"}" style="background:{colour}" '
                      f'title="{title}">{html.escape(tok)}</span>')
-    meta = html.escape(f"{attr.method} | target {attr.target_name} | predicted "
-                       f"{attr.prediction} (p={max(attr.probabilities):.3f})")
+    p = attr.probabilities[attr.prediction]
+    meta = html.escape(f"{attr.method} | explains {attr.target_name} | predicted "
+                       f"{label_name(attr, attr.prediction)} (p={p:.3f})")
     return f'<div class="attr"><div class="meta">{meta}</div>{"".join(spans)}</div>'
 
 
@@ -56,9 +72,9 @@ def page(title: str, body: Iterable[str]) -> str:
 
 
 def attributions_page(records: dict[str, list[Attribution]], title: str = "unmask explanations") -> str:
-    """All methods for each input, grouped by input."""
+    """All methods for each input, grouped by input, under the colour legend."""
     n = len(next(iter(records.values()))) if records else 0
-    body = []
+    body = [legend_html()]
     for i in range(n):
         first = next(iter(records.values()))[i]
         text = first.text if first.pair is None else f"{first.text} || {first.pair}"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from unmask.errors import UnmaskError
-from unmask.report.html import NEGATIVE, POSITIVE, heat_cells, token_colour  # noqa: F401  (token_colour: API)
+from unmask.report.html import heat_cells, label_name, legend_html, token_colour  # noqa: F401  (API)
 
 if TYPE_CHECKING:  # records render themselves through this module: no runtime import back
     from unmask.attribution.record import Attribution
@@ -24,19 +24,6 @@ FONT = "font-family:system-ui,sans-serif"
 BOX = "line-height:2;margin:.4em 0"
 TOKEN = "padding:.1em .2em;margin:0 1px;border-radius:3px;white-space:pre"
 META = "color:#555;font-size:.85em"
-
-
-def legend_html() -> str:
-    swatch = "display:inline-block;width:1.1em;height:.9em;vertical-align:middle;border-radius:2px;margin:0 .3em"
-    return (f'<div class="unmask-legend" style="{META};margin:.3em 0">'
-            f'<span style="{swatch};background:rgb({POSITIVE})"></span>supports the explained label '
-            f'<span style="{swatch};background:rgb({NEGATIVE})"></span>speaks against it; darker = larger '
-            f"share of |attribution| in the row (rescaled to its maximum); unsigned methods (gradient L2 norm, "
-            f"attention) use only the first colour; grey text = [CLS]/[SEP]</div>")
-
-
-def _label(attr: Attribution, index: int) -> str:
-    return attr.target_name if index == attr.target else f"label {index}"
 
 
 def _is_record(x) -> bool:
@@ -52,7 +39,7 @@ def heatmap_html(attr: Attribution, show_specials: bool = True) -> str:
         spans.append(f'<span style="{TOKEN};{grey}background:{colour}" title="{title}">{html.escape(tok)}</span>')
     probs = np.asarray(attr.probabilities, dtype=float)
     meta = (f"<b>{html.escape(attr.method)}</b> · explains {html.escape(attr.target_name)} · predicted "
-            f"{html.escape(_label(attr, attr.prediction))} (p={probs[attr.prediction]:.3f})")
+            f"{html.escape(label_name(attr, attr.prediction))} (p={probs[attr.prediction]:.3f})")
     extra = attr.extras.get("completeness_error") if isinstance(attr.extras, dict) else None
     if isinstance(extra, (int, float)):
         meta += f" · completeness error {extra:.1e}"
