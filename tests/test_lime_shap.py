@@ -163,7 +163,12 @@ def test_weighted_ridge_equals_sklearn():
 
 def test_lime_sampling_and_kernel_follow_the_lime_package():
     z = lime_coalitions(8, 200, np.random.default_rng(0))
-    assert z[0].all() and (z[1:].sum(1) >= 1).all() and (z[1:].sum(1) <= 7).all()
+    assert z[0].all() and (z[1:].sum(1) <= 7).all()
+    # lime removes randint(1, doc_size + 1) features: 1..8 of 8, the empty coalition included, uniformly
+    removed = np.bincount(8 - z[1:].sum(1), minlength=9)
+    assert removed[0] == 0 and (removed[1:] > 10).all()
+    assert len(np.unique(z[1:][z[1:].sum(1) == 4], axis=0)) > 5  # which features: chosen at random
+    assert not lime_coalitions(1, 5, np.random.default_rng(0))[1:].any()  # one feature: always removed
     k = exponential_kernel(np.array([[True] * 8, [True] * 2 + [False] * 6]), 0.25)
     d = 1 - np.sqrt(2 / 8)   # cosine distance of a 2-of-8 coalition to all-ones
     # lime: sqrt(exp(-(100 d)^2 / 25^2))
@@ -188,6 +193,34 @@ def test_batched_equals_one_at_a_time(tiny_model_f64, cls, perturbation):
         alone = run(tiny_model_f64, [text], cls(samples=60, perturbation=perturbation, granularity="word"))[0]
         np.testing.assert_allclose(rec.scores, alone.scores, rtol=1e-9, atol=1e-12)
         assert rec.extras == pytest.approx(alone.extras, rel=1e-9, abs=1e-12)
+
+
+class CountingClassifier(TextClassifier):
+    """Records the (rows, width) of every forward pass."""
+
+    def __init__(self, base: TextClassifier) -> None:
+        super().__init__(base.model, base.tokenizer, name="counting")
+        self.calls: list[tuple[int, int]] = []
+
+    def forward_embeds(self, embeds, attention_mask, token_type_ids=None, **kwargs):
+        self.calls.append(tuple(attention_mask.shape))
+        return super().forward_embeds(embeds, attention_mask, token_type_ids, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [Lime, KernelShap])
+def test_perturbations_of_many_examples_share_token_budgeted_forwards(tiny_model, cls):
+    model = CountingClassifier(tiny_model)
+    texts = [LONG, "bad film", PIECES, "a gripping , funny film ."]
+    batch = model.encode(texts)
+    target = torch.zeros(len(texts), dtype=torch.long)
+    _, extras = cls(samples=60, token_budget=1 << 20).attribute(model, batch, target)
+    rows = sum(e["evaluations"] for e in extras)
+    assert rows > 100 and model.calls[0][0] == rows and len(model.calls) == 1  # every example, one forward
+    model.calls.clear()
+    _, again = cls(samples=60, token_budget=256).attribute(model, batch, target)
+    assert [e["evaluations"] for e in again] == [e["evaluations"] for e in extras]
+    assert sum(n for n, _ in model.calls) == rows and all(n * w <= 256 for n, w in model.calls)
+    assert 1 < len(model.calls) < rows / 8  # chunks of many samples, never one forward per sample
 
 
 @pytest.mark.parametrize("cls", [Lime, KernelShap])

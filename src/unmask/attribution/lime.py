@@ -11,13 +11,14 @@ DEFAULT_KERNEL_WIDTH = 0.25  # the lime package's text default: width 25 on 100 
 
 
 def lime_coalitions(features: int, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """The lime package's text sampling: row 0 keeps everything; every other row removes a number of
-    features drawn uniformly from 1..features-1 (1 when there is a single feature), chosen uniformly."""
+    """The lime package's text sampling (``LimeTextExplainer``): row 0 keeps everything; every other row
+    removes a number of features drawn uniformly from 1..features (all of them included, as lime's
+    ``randint(1, doc_size + 1)``), the removed features chosen uniformly."""
     z = np.ones((samples, features), dtype=bool)
     if samples < 2 or features == 0:
         return z
     n = samples - 1
-    removed = rng.integers(1, max(features - 1, 1) + 1, size=n)
+    removed = rng.integers(1, features + 1, size=n)
     ranks = np.argsort(np.argsort(rng.random((n, features)), axis=1), axis=1)
     z[1:] = ranks >= removed[:, None]
     return z
