@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from unmask.io import write_text_atomic
 from unmask.report.audit_page import STYLE, audit_section, verdict_tag
-from unmask.report.html import attribution_html
+from unmask.report.html import attribution_html, label_name
 
 if TYPE_CHECKING:
     from unmask.attribution.record import Attribution
@@ -81,6 +81,12 @@ def _fooled(results: dict) -> str:
     return "".join(parts)
 
 
+def _prediction(name: str, rec: "Attribution") -> str:
+    """``name predicts <b>label</b> (p = ...)`` by label name (the record's target name, else ``label k``)."""
+    return (f"{html.escape(name)} predicts <b>{html.escape(label_name(rec, rec.prediction))}</b> "
+            f"(p = {rec.probabilities[rec.prediction]:.2f})")
+
+
 def _heatmaps(pairs: dict[str, dict[str, list["Attribution"]]]) -> str:
     names = list(pairs)
     methods = list(next(iter(pairs.values())))
@@ -88,8 +94,8 @@ def _heatmaps(pairs: dict[str, dict[str, list["Attribution"]]]) -> str:
     parts = ["<h2>3. What each method says</h2>", LEGEND]
     for i in range(n):
         first = pairs[names[0]][methods[0]][i]
-        parts.append(f"<h3>&ldquo;{html.escape(first.text)}&rdquo; &mdash; predicted "
-                     f"<b>{html.escape(first.target_name)}</b> (p = {max(first.probabilities):.2f})</h3>")
+        predicted = " &middot; ".join(_prediction(name, pairs[name][methods[0]][i]) for name in names)
+        parts.append(f"<h3>&ldquo;{html.escape(first.text)}&rdquo;</h3><p>{predicted}</p>")
         for m in methods:
             parts.append(f"<div class='meta'><b>{html.escape(METHOD_TITLES.get(m, m))}</b></div>")
             for name in names:
@@ -107,6 +113,7 @@ ADVICE = ("<h2>5. What to do</h2><ul><li>Run <code>unmask audit MODEL_DIR</code>
 
 def write_demo_report(path: str | Path, results: dict, audits: dict[str, dict],
                       heatmaps: dict[str, dict[str, list["Attribution"]]]) -> Path:
+    """The report at ``path``: verdicts, predictions, heatmaps, the facade's effect (plot), advice."""
     intro = ("<p>A MiniLM sentiment classifier (f_orig) was merged with a small Facade model trained so that "
              "the merged model's gradients point at stop words while its predictions stay the same. unmask "
              "audits both models without knowing how they were built.</p>")
