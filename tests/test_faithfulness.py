@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from test_perturbation_models import (LABELS, _tokenizer, planted_classifier, synthetic_sentences,
+from test_perturbation_models import (LABELS, POSITIVE, _tokenizer, planted_classifier, synthetic_sentences,
                                       trained_bag_classifier)
 from unmask.attribution import explain
 from unmask.errors import UnmaskError
@@ -139,6 +139,23 @@ def test_decisive_token_beats_random_on_tiny_trained_model():
     f = faithfulness(m, recs, fractions=(0.1, 0.2))
     rnd = random_faithfulness(m, recs, fractions=(0.1, 0.2), repeats=5)
     assert f.aopc_comprehensiveness > rnd.aopc_comprehensiveness + 0.2
+
+
+def test_true_decisive_token_beats_random_on_tiny_trained_model():
+    """The ground-truth ranking (the planted 'zebra' first, every other token tied at 0), not a method's,
+    on sentences whose only sentiment word is positive: there 'zebra' alone makes the label negative."""
+    m = trained_bag_classifier(steps=80)
+    texts = [t for t, _ in synthetic_sentences(80, seed=7, planted_share=1.0)
+             if set(t.split()) & set(POSITIVE)]  # zebra -> negative
+    recs = [r for r in explain(m, texts, ["leave_one_out"])["leave_one_out"] if r.target == 0][:10]
+    truth = [replace(r, scores=np.array([float(t == "zebra") for t in r.tokens])) for r in recs]
+    assert len(truth) == 10 and all(r.scores.sum() == 1 for r in truth)
+    f = faithfulness(m, truth)
+    rnd = random_faithfulness(m, truth, repeats=5)
+    assert f.comprehensiveness[:, 0].min() > 0.5  # removing zebra alone (k = 1) flips every prediction
+    assert f.aopc_comprehensiveness > rnd.aopc_comprehensiveness + 0.1
+    assert f.comprehensiveness[:, 0].mean() > rnd.comprehensiveness[:, 0].mean() + 0.2
+    assert deletion_curve(m, truth).auc < random_curve(m, truth, "deletion", repeats=5).auc
 
 
 # ----------------------------------------------------------------------------------- batching, specials
