@@ -59,12 +59,26 @@ def test_library_numbers_equal_the_metric_functions(tiny_model):
     from unmask.attribution import explain
 
     texts = ["a gripping , funny film .", "the plot is thin", "ok then"]
-    result = evaluate_methods(tiny_model, texts, methods=["gradient_x_input", "leave_one_out"], randomization_n=2)
+    kept = {}
+    result = evaluate_methods(tiny_model, texts, methods=["gradient_x_input", "leave_one_out"], randomization_n=2,
+                              records_out=kept)
     recs = explain(tiny_model, texts, ["leave_one_out"])["leave_one_out"]
+    assert list(kept) == ["gradient_x_input", "leave_one_out"] and len(kept["leave_one_out"]) == 3
+    assert all((a.scores == b.scores).all() for a, b in zip(kept["leave_one_out"], recs))
     f = faithfulness(tiny_model, recs)
     assert result["methods"]["leave_one_out"]["comprehensiveness"] == pytest.approx(f.aopc_comprehensiveness)
     assert result["methods"]["leave_one_out"]["sufficiency"] == pytest.approx(f.aopc_sufficiency)
     assert "| leave_one_out |" in evaluation_markdown(result)
+
+
+def test_progress_bar_on_stderr_unless_quiet(model_dir, capsys):
+    argv = ["evaluate-methods", "--model", model_dir, "--data", "sst2", "--n", "2", "--methods", "gradient",
+            "--randomization-n", "1"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "evaluate-methods" in err and "100%" in err and "| rank | method |" in out
+    assert main([*argv, "--quiet"]) == 0
+    assert "evaluate-methods" not in capsys.readouterr().err
 
 
 def test_default_methods_are_every_registered_method_once():

@@ -41,9 +41,11 @@ def _mean_rank(rows: dict[str, dict]) -> dict[str, float]:
 def evaluate_methods(model, texts: Sequence[str], pairs: Sequence[str] | None = None,
                      methods: Sequence[str] | None = None, mode: str = "remove", rank_by: str = "signed",
                      randomization_n: int = 32, repeats: int = 3, steps: int = 10, seed: int = 0,
-                     token_budget: int = DEFAULT_TOKEN_BUDGET, progress: bool = False) -> dict:
+                     token_budget: int = DEFAULT_TOKEN_BUDGET, progress: bool = False,
+                     records_out: dict | None = None) -> dict:
     """Evaluate ``methods`` (default: all registered) on ``texts``; a JSON-ready dict with per-method
-    results (``methods``), the random baseline, the agreement matrices and the ranking."""
+    results (``methods``), the random baseline, the agreement matrices and the ranking. ``records_out``,
+    if given, receives each method's attribution records (name -> list), e.g. for further measures."""
     from tqdm.auto import tqdm
 
     from unmask.attribution import explain, get_method
@@ -76,6 +78,8 @@ def evaluate_methods(model, texts: Sequence[str], pairs: Sequence[str] | None = 
         recs = explain(model, texts, [method], pairs=pairs, token_budget=token_budget)[method.name]
         seconds = time.perf_counter() - start
         records[method.name] = recs
+        if records_out is not None:
+            records_out[method.name] = recs
         bar.update(1)
         bar.set_postfix_str(f"{method.name}: faithfulness")
         f = faithfulness(model, recs, FRACTIONS, mode, rank_by, token_budget)
