@@ -121,3 +121,11 @@ def stage_state(directory: str | Path, fingerprint: str) -> str:
     if record is None or record.get("fingerprint") != fingerprint:
         return "stale"
     return "done" if record.get("done") else "partial"
+
+
+def changed_inputs(old: dict | None, new: dict) -> str:
+    """Which named inputs differ between a stage's ``stage.json`` record and the current ones (for log lines)."""
+    if not old or "inputs" not in old:
+        return "no record of its inputs"
+    keys = sorted(k for k in {*old["inputs"], *new} if old["inputs"].get(k) != new.get(k))
+    return "changed: " + ", ".join(keys)

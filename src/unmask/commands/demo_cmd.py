@@ -4,11 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unmask.cli import command
 from unmask.commands import builder
 from unmask.commands.common import add_json_argument, add_quiet_argument, emit_json
+
+if TYPE_CHECKING:
+    from unmask.training import TrainConfig
 
 DEMO_SENTENCES = 4
 DEMO_MEMORY = "256MiB"  # activation budget per forward (+ backward) unless UNMASK_MEMORY_BUDGET is set
@@ -52,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from unmask.io import write_json_atomic
     from unmask.models import load_model
     from unmask.report.demo_page import write_demo_report
-    from unmask.training import TrainConfig, train_classifier
 
     import os
 
@@ -63,13 +67,7 @@ def run(args: argparse.Namespace) -> int:
     f_dir = Path(args.model) if args.model else work / "f_orig"
     progress = not args.quiet
     torch.manual_seed(0)
-    if not (f_dir / "model.safetensors").is_file():
-        print(f"[demo] fine-tuning MiniLM on {args.train_limit} SST-2 sentences -> {f_dir}", flush=True)
-        f = load_model(args.base_model, num_labels=2, label_names=["negative", "positive"])
-        train_classifier(f, load_task("sst2", "train"), load_task("sst2", "dev"), f_dir,
-                         TrainConfig(epochs=1, train_limit=args.train_limit, max_length=64, checkpoint_every=100),
-                         progress=progress)
-        del f
+    if not args.model and fine_tune_f_orig(f_dir, args.base_model, args.train_limit, progress):
         release_memory()
         stage_done("fine-tuned", started)
     config = PipelineConfig(
@@ -118,6 +116,51 @@ def _clock(started: float) -> str:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return f"{time.time() - started:.0f} s, peak RSS so far {peak:.2f} GiB"
+
+
+def f_orig_inputs(base_model: str, train_limit: int) -> tuple[dict, TrainConfig]:
+    """What the demo's f_orig is made from: the base encoder's fingerprint, the fine-tuning settings and the
+    SST-2 slices (the first ``train_limit`` train sentences; dev picks the best checkpoint)."""
+    from unmask.cache import data_fingerprint, model_fingerprint
+    from unmask.data import load_task
+    from unmask.models.classifier import DEFAULT_MODEL, default_model_path
+    from unmask.training import TrainConfig
+
+    config = TrainConfig(epochs=1, train_limit=train_limit, max_length=64, checkpoint_every=100)
+    base = default_model_path() if base_model == DEFAULT_MODEL else base_model
+    return {"base_model": model_fingerprint(base), "train_config": asdict(config),
+            "train": data_fingerprint(load_task("sst2", "train", limit=train_limit)),
+            "dev": data_fingerprint(load_task("sst2", "dev"))}, config
+
+
+def fine_tune_f_orig(f_dir: Path, base_model: str, train_limit: int, progress: bool) -> bool:
+    """Fine-tune ``base_model`` on SST-2 into ``f_dir`` unless ``f_dir`` was already made from the same inputs
+    (``stage.json``, ``unmask.cache``); a directory made from other inputs (another base model or
+    ``--train-limit``), or with no record of them, is rebuilt with a log line; a half-done one resumes.
+    Returns whether it trained."""
+    import shutil
+
+    from unmask.cache import changed_inputs, inputs_fingerprint, read_stage, stage_state, write_stage
+    from unmask.data import load_task
+    from unmask.models import load_model
+    from unmask.training import train_classifier
+
+    inputs, config = f_orig_inputs(base_model, train_limit)
+    fp = inputs_fingerprint(**inputs)
+    state = stage_state(f_dir, fp)
+    if state == "done" and (f_dir / "model.safetensors").is_file():
+        return False
+    if state == "stale":
+        print(f"[demo] {f_dir} was made from other inputs ({changed_inputs(read_stage(f_dir), inputs)}); "
+              f"fine-tuning it again", flush=True)
+        shutil.rmtree(f_dir)
+    what = "MiniLM" if base_model == "minilm" else base_model
+    print(f"[demo] fine-tuning {what} on {train_limit} SST-2 sentences -> {f_dir}", flush=True)
+    write_stage(f_dir, fp, inputs, done=False)
+    f = load_model(base_model, num_labels=2, label_names=["negative", "positive"])
+    train_classifier(f, load_task("sst2", "train"), load_task("sst2", "dev"), f_dir, config, progress=progress)
+    write_stage(f_dir, fp, inputs, done=True)
+    return True
 
 
 def cached_audit(model, model_dir: Path, cache_dir: Path, n: int, progress: bool) -> dict:

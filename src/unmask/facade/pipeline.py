@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from unmask.cache import (data_fingerprint, inputs_fingerprint, model_fingerprint, read_stage, stage_state,
-                          write_stage)
+from unmask.cache import (changed_inputs, data_fingerprint, inputs_fingerprint, model_fingerprint, read_stage,
+                          stage_state, write_stage)
 from unmask.data.readers import load_task, pairs_of
 from unmask.errors import UnmaskError
 from unmask.facade.equivalence import check_merge
@@ -83,14 +83,6 @@ def _done(d: Path) -> bool:
     return (d / "model.safetensors").is_file() and (d / "config.json").is_file()
 
 
-def _changed(old: dict | None, new: dict) -> str:
-    """Which named inputs differ between a stage's recorded inputs and the current ones."""
-    if not old or "inputs" not in old:
-        return "no record of its inputs"
-    keys = sorted(k for k in {*old["inputs"], *new} if old["inputs"].get(k) != new.get(k))
-    return "changed: " + ", ".join(keys)
-
-
 class FacadePipeline:
     """Runs (or resumes) the study; ``run()`` returns the results dict (the committed JSON shape)."""
 
@@ -142,7 +134,7 @@ class FacadePipeline:
         if state == "stale":
             if self.root.resolve() not in out.resolve().parents:
                 raise UnmaskError(f"refusing to delete {out}: not under the study root {self.root}")
-            self.log(f"[facade] {name}: {out} was made from other inputs ({_changed(read_stage(out), inputs)}); "
+            self.log(f"[facade] {name}: {out} was made from other inputs ({changed_inputs(read_stage(out), inputs)}); "
                      f"rebuilding it")
             shutil.rmtree(out)
         elif state == "partial":

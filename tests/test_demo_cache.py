@@ -1,0 +1,73 @@
+"""`unmask demo` caches are keyed on their inputs (issue 13 defect 5): the fine-tuned f_orig on the base model,
+training settings and data slice; the audit cache on the audited model's weights, n and the calibration."""
+import importlib
+import json
+
+import pytest
+
+from unmask.commands.demo_cmd import cached_audit, fine_tune_f_orig
+from unmask.models.tiny import tiny_classifier
+
+
+def _stamp(d):
+    st = (d / "model.safetensors").stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def test_f_orig_is_rebuilt_when_its_base_model_or_settings_change(tmp_path, capsys):
+    base = tiny_classifier(seed=0, layers=1).save(tmp_path / "base")
+    f_dir = tmp_path / "work" / "f_orig"
+    assert fine_tune_f_orig(f_dir, str(base), 16, progress=False)
+    record = json.loads((f_dir / "stage.json").read_text())
+    assert record["done"] is True and set(record["inputs"]) == {"base_model", "train_config", "train", "dev"}
+    first = _stamp(f_dir)
+    capsys.readouterr()
+
+    assert not fine_tune_f_orig(f_dir, str(base), 16, progress=False)  # same inputs: reused as it is
+    assert _stamp(f_dir) == first and "fine-tuning" not in capsys.readouterr().out
+
+    assert fine_tune_f_orig(f_dir, str(base), 24, progress=False)  # --train-limit changed
+    out = capsys.readouterr().out
+    assert "was made from other inputs (changed: train, train_config); fine-tuning it again" in out
+    assert json.loads((f_dir / "stage.json").read_text())["inputs"]["train_config"]["train_limit"] == 24
+
+    tiny_classifier(seed=1, layers=1).save(base)  # another base model at the same path
+    assert fine_tune_f_orig(f_dir, str(base), 24, progress=False)
+    assert "(changed: base_model)" in capsys.readouterr().out
+
+    (f_dir / "stage.json").unlink()  # as written before the demo recorded its inputs
+    assert fine_tune_f_orig(f_dir, str(base), 24, progress=False)
+    assert "(no record of its inputs)" in capsys.readouterr().out
+
+
+def test_audit_cache_follows_the_model_weights_and_n(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    class Report:
+        def __init__(self, n):
+            self.n = n
+
+        def to_dict(self):
+            return {"verdict": "trustworthy", "n": self.n, "run": len(calls)}
+
+    def fake_audit(model, texts, progress=None):
+        calls.append(len(texts))
+        return Report(len(texts))
+
+    monkeypatch.setattr(importlib.import_module("unmask.audit"), "audit", fake_audit)  # the module, not unmask.audit()
+    model_dir = tiny_classifier(seed=0, layers=1).save(tmp_path / "m")
+    cache = tmp_path / "audit"
+    first = cached_audit(None, model_dir, cache, 3, progress=False)
+    assert cached_audit(None, model_dir, cache, 3, progress=False) == first and calls == [3]
+    assert cached_audit(None, model_dir, cache, 4, progress=False)["n"] == 4 and calls == [3, 4]
+    tiny_classifier(seed=1, layers=1).save(model_dir)  # retrained model, same directory
+    again = cached_audit(None, model_dir, cache, 3, progress=False)
+    assert calls == [3, 4, 3] and again != first
+    assert len(list(cache.glob("*.json"))) == 3
+
+
+def test_audit_cache_needs_a_saved_model(tmp_path):
+    from unmask.errors import UnmaskError
+
+    with pytest.raises(UnmaskError, match="no saved model to fingerprint"):
+        cached_audit(None, tmp_path / "missing", tmp_path / "audit", 3, progress=False)
