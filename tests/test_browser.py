@@ -135,6 +135,15 @@ def test_page_in_real_chromium(served, tmp_path):
             assert "Input reduction" in page.text_content("#perturbation h2")
             assert len(page.query_selector_all("#perturbation .card")) == 2
 
+            # HotFlip on request: replaces the reduction, one card per model with its outcome by label name
+            page.click("#hotflip")
+            page.wait_for_function("document.querySelector('#perturbation h2').textContent === 'HotFlip'")
+            page.wait_for_selector("#perturbation .card .verdict")
+            verdicts = page.eval_on_selector_all("#perturbation .card .verdict", "vs => vs.map(v => v.textContent)")
+            assert len(verdicts) == 2 and all(v.startswith(("flipped ", "not flipped ")) for v in verdicts)
+            assert all("negative" in v or "positive" in v or v.startswith("not flipped") for v in verdicts)
+            assert page.is_hidden("#error")
+
             # the audit verdict of both models (or the audit's own error message) as the API answers it
             page.click("#audit")
             page.wait_for_selector("#audit-result .card .verdict, #error:not([hidden])", timeout=120_000)
