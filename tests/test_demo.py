@@ -21,7 +21,9 @@ def test_demo_on_a_tiny_encoder_writes_a_report_that_leads_with_the_verdicts(tmp
     assert f"audit report: {report.resolve()}" in out.stdout
     html = report.read_text()
     first = html.index("1. The verdict")
-    assert first < html.index("2. What the models predict") < html.index("3. What each method says")
+    assert first < html.index("2. What the models predict") < html.index("3. What each method says") \
+        < html.index("4. How the facade fooled") < html.index("5. What to do")
+    assert "it/s" not in out.stderr and "%|" not in out.stderr  # --quiet: no progress bar, not even a library's
     assert "Audit of f_orig" in html and "Audit of merged" in html and "data:image/png;base64," in html
     assert out.stdout.count("[demo] audit of") == 2
     started = time.time()
