@@ -105,6 +105,17 @@ def test_bad_input_gets_one_clear_message_and_the_server_stays_up(client, body, 
     assert client.post("/api/explain", json={"text": "fine", "methods": ["gradient"]}).status_code == 200
 
 
+def test_oversized_body_is_refused_before_parsing_and_the_server_stays_up(client):
+    limit = Limits(max_chars=200).max_body
+    body = b'{"text": "' + b"x" * limit + b'"}'
+    r = client.post("/api/explain", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and f"{len(body)} bytes, over the limit of {limit}" in r.json()["error"]
+    worst = {"text": "\x01" * 200, "pair": "\x01" * 200, "methods": ["gradient"]}  # 6 bytes a character
+    r = client.post("/api/explain", json=worst)
+    assert r.status_code != 413, r.text  # the byte bound never refuses what the character bound allows
+    assert client.post("/api/explain", json={"text": "fine", "methods": ["gradient"]}).status_code == 200
+
+
 def test_body_that_is_not_json(client):
     r = client.post("/api/explain", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "not valid JSON" in r.json()["error"]

@@ -8,8 +8,9 @@
 - ``POST /api/perturb``: ``{text, pair?, kind: "reduce" | "hotflip"}`` -> input reduction / HotFlip per model
 - ``POST /api/audit``: the audit verdict for every loaded model on a small built-in sample (cached)
 
-Every request is bounded (characters, tokens, methods, seconds). Bad input answers
-``{"error": "<message>"}`` with status 400 (422 for a malformed body, 504 for a timeout); the server stays up.
+Every request is bounded (body bytes, characters, tokens, methods, seconds). Bad input answers
+``{"error": "<message>"}`` with status 400 (413 for a body over ``Limits.max_body``, 422 for a malformed
+body, 504 for a timeout); the server stays up.
 """
 from __future__ import annotations
 
@@ -257,6 +258,14 @@ def create_app(models: dict[str, TextClassifier], limits: Limits = Limits(), tas
         except UnmaskError as e:
             return error(400, str(e))
         return JSONResponse(_jsonable(result))
+
+    @app.middleware("http")
+    async def bounded_body(request: Request, call_next):
+        """A declared body over ``limits.max_body`` is refused before it is read or parsed."""
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > limits.max_body:
+            return error(413, f"the request body has {int(size)} bytes, over the limit of {limits.max_body}")
+        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:

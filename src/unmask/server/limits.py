@@ -15,3 +15,8 @@ class Limits:
     audit_timeout: float = 900.0  # seconds for the audit (runs once per server, then cached)
     audit_examples: int = 32  # size of the built-in audit sample
     max_flips: int = 10  # HotFlip budget
+
+    @property
+    def max_body(self) -> int:
+        """Bytes of a request body: text and pair at 6 bytes a character (JSON's ``\\uXXXX``) + 4 KiB."""
+        return 12 * self.max_chars + 4096
