@@ -224,3 +224,43 @@ def test_a_checkpoint_for_other_data_is_a_clear_error(tmp_path):
     run.loop.batches = lambda epoch: [[0, 1]]  # one batch per epoch: batch 2 of epoch 0 does not exist
     with pytest.raises(UnmaskError, match="other data"):
         run.loop.run()
+
+
+def test_a_checkpoint_written_with_other_settings_is_refused_before_anything_is_restored(tmp_path):
+    """Issue 13 defect 5: a checkpoint is keyed on the run's settings (not its budget)."""
+    from dataclasses import dataclass
+
+    from unmask.training.loop import run_settings
+
+    @dataclass
+    class Config:
+        lr: float = 0.1
+        target: str = "first"
+        steps: int = 8
+        checkpoint_every: int = 2
+
+    settings = run_settings(Config(), data="abc")
+    assert settings == {"config": {"lr": 0.1, "target": "first"}, "data": "abc"}  # no budget, no cadence
+    assert run_settings(Config(steps=100, checkpoint_every=7), data="abc") == settings
+    ref = Run(tmp_path / "ref", settings=settings)
+    ref.loop.run()
+    with observe_steps(kill_at(4)), pytest.raises(Killed):
+        Run(tmp_path / "run", settings=settings).loop.run()
+    saved = json.loads((tmp_path / "run" / "checkpoint" / "checkpoint.json").read_text())["meta"]["settings"]
+    assert saved == settings
+    for changed, names in ((run_settings(Config(lr=0.2), data="abc"), "config.lr"),
+                           (run_settings(Config(target="stop"), data="xyz"), "config.target, data")):
+        other = Run(tmp_path / "run", seed_init=5, settings=changed)
+        before = other.weights()
+        with pytest.raises(UnmaskError, match=f"written with other settings \\(changed: {names}\\)"):
+            other.loop.run()
+        assert all(torch.equal(before[k], v) for k, v in other.weights().items())  # nothing restored
+    same = Run(tmp_path / "run", seed_init=5, settings=run_settings(Config(steps=8), data="abc"))
+    same.loop.run()
+    assert all(torch.equal(a, b) for a, b in zip(ref.weights().values(), same.weights().values()))
+    # checkpoints written without settings (before they were recorded) still resume
+    with observe_steps(kill_at(4)), pytest.raises(Killed):
+        Run(tmp_path / "old").loop.run()
+    old = Run(tmp_path / "old", seed_init=5, settings=settings)
+    old.loop.run()
+    assert all(torch.equal(a, b) for a, b in zip(ref.weights().values(), old.weights().values()))

@@ -245,6 +245,34 @@ def test_facade_with_partner_resume_matches_uninterrupted_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_facade_checkpoint_for_another_target_or_data_is_refused(tmp_path):
+    """Re-running ``facade train --out DIR`` with another target (or data, or objective) must not resume DIR's
+    checkpoint, finished or not (it silently returned the old target's weights); a larger budget continues."""
+    from unmask.errors import UnmaskError
+    from unmask.facade.train import FacadeConfig, train_facade
+
+    train, dev = _facade_data()
+    quiet = dict(progress=False, log=lambda s: None)
+    train_facade(_facade_g(), train, dev, "first", tmp_path / "g", FacadeConfig(**FACADE_CONFIG), **quiet)
+    with pytest.raises(UnmaskError, match=r"other settings \(changed: target\)"):
+        train_facade(_facade_g(), train, dev, "stop", tmp_path / "g", FacadeConfig(**FACADE_CONFIG), **quiet)
+    with pytest.raises(UnmaskError, match=r"other settings \(changed: config.lr, train\)"):
+        train_facade(_facade_g(), train[:16], dev, "first", tmp_path / "g",
+                     FacadeConfig(**dict(FACADE_CONFIG, lr=1e-3)), **quiet)
+    longer = train_facade(_facade_g(), train, dev, "first", tmp_path / "g",
+                          FacadeConfig(**dict(FACADE_CONFIG, steps=10)), **quiet)
+    assert longer["steps"] == 10
+
+
+def test_fine_tuning_checkpoint_with_other_settings_is_refused(data, reference):
+    from unmask.errors import UnmaskError
+
+    ref_out, _, _ = reference
+    with pytest.raises(UnmaskError, match=r"other settings \(changed: config.lr\)"):
+        train_classifier(fresh_model(seed=0), *data, ref_out, TrainConfig(**dict(CONFIG, lr=2e-3)),
+                         progress=False, log=lambda s: None)
+
+
 def kill_at(step: int):
     """An ``observe_steps`` observer that 'kills the process' once step ``step`` is complete."""
     def observer(loop_state):

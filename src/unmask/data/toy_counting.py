@@ -11,6 +11,7 @@ query symbol have no defined ground truth (``has_ground_truth`` is False for the
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,14 @@ class ToyData:
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
+
+    def fingerprint(self) -> str:
+        """sha256 of the sequences, lengths, queries and labels (a cache or checkpoint key)."""
+        h = hashlib.sha256()
+        for t in (self.sequences, self.lengths, self.queries, self.labels):
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def select(self, index) -> "ToyData":
         index = torch.as_tensor(index, dtype=torch.long)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from unmask.attribution.budget import token_budget_for
+from unmask.cache import data_fingerprint
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
 from unmask.facade.objective import FacadeObjective, facade_loss, partner_for
@@ -15,7 +16,7 @@ from unmask.facade.targets import TargetPositions, TargetSpec
 from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier
 from unmask.training.batches import collate, epoch_batches, tokenize_examples
-from unmask.training.loop import LoopState, TrainingLoop
+from unmask.training.loop import LoopState, TrainingLoop, run_settings
 
 
 @dataclass
@@ -170,7 +171,10 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
         clip_params=list(g.model.parameters()), clip_norm=1.0, checkpoint_dir=out / "checkpoint",
         checkpoint_every=config.checkpoint_every, eval_every=config.eval_every, evaluate=evaluate,
         postfix=postfix, seed=config.seed, what="facade training", desc=f"facade[{targets.name}]",
-        progress=progress, log=log, loss_runs_backward=True)
+        progress=progress, log=log, loss_runs_backward=True,
+        settings=run_settings(config, target=targets.name, target_words=getattr(targets, "words", None),
+                              with_partner=f is not None, train=data_fingerprint(train),
+                              dev=data_fingerprint(dev[:config.eval_size])))
     state = loop.run()
     g.model.eval()
     g.save(out)

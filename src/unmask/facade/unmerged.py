@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from unmask.cache import data_fingerprint
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
 from unmask.facade.objective import check_attribution_settings, class_margin, normalize, token_scores
@@ -30,7 +31,7 @@ from unmask.facade.targets import TargetPositions, TargetSpec
 from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier
 from unmask.training.batches import collate, epoch_batches, tokenize_examples
-from unmask.training.loop import LoopState, TrainingLoop
+from unmask.training.loop import LoopState, TrainingLoop, run_settings
 
 
 @dataclass
@@ -162,7 +163,9 @@ def train_unmerged(f: TextClassifier, train: list[Example], dev: list[Example], 
         clip_params=params, clip_norm=1.0, checkpoint_dir=out / "checkpoint",
         checkpoint_every=config.checkpoint_every, eval_every=config.eval_every, evaluate=evaluate,
         postfix=postfix, seed=config.seed, what="unmerged facade training", desc=f"unmerged[{targets.name}]",
-        progress=progress, log=log)
+        progress=progress, log=log,
+        settings=run_settings(config, target=targets.name, target_words=getattr(targets, "words", None),
+                              train=data_fingerprint(train), dev=data_fingerprint(dev[:config.eval_size])))
     state = loop.run()
     h.model.eval()
     h.save(out)

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from unmask.cache import settings_fingerprint
 from unmask.errors import UnmaskError
 from unmask.io import write_json_atomic
 from unmask.masking.adapters import MaskableModel
 from unmask.masking.diffmask import DiffMask, kl_divergence
 from unmask.masking.lookahead import Lookahead
 from unmask.training.batches import epoch_batches
-from unmask.training.loop import LoopState, TrainingLoop
+from unmask.training.loop import LoopState, TrainingLoop, run_settings
 
 WEIGHTS = "diffmask.safetensors"
 SPEC = "diffmask.json"
@@ -162,11 +163,19 @@ def _train_loop(diffmask: DiffMask, adapter: MaskableModel, items: Sequence[Any]
         max_steps=config.steps, checkpoint_dir=out / "checkpoint", checkpoint_every=config.checkpoint_every,
         eval_every=config.log_every, evaluate=record, before_update=ascend_multipliers, after_update=after_update,
         postfix=postfix, seed=config.seed, what="DiffMask", desc=f"diffmask {diffmask.mode}", progress=progress,
-        log=log)
+        log=log, settings=run_settings(config, mode=diffmask.mode, layers=layers, items=_items_fingerprint(items)))
     state = loop.run()
     return {"steps": state.step, "layers": layers, "config": asdict(config), "train_items": len(items),
             "multipliers": diffmask.multipliers.detach().tolist(), "running": state.running,
             "history": state.history, "seconds_this_run": loop.seconds}
+
+
+def _items_fingerprint(items: Sequence[Any]) -> str:
+    """Fingerprint of the training items (texts, examples, indices); their count when they are not JSON-able."""
+    try:
+        return settings_fingerprint(list(items))
+    except TypeError:
+        return f"{len(items)} items"
 
 
 def _model_params(adapter: MaskableModel) -> list[torch.nn.Parameter]:

@@ -98,7 +98,7 @@ def train_toy_model(model: GRUCounter, train: ToyData, dev: ToyData, config: Toy
     ``out/model.safetensors`` and the run checkpoints to ``out/checkpoint`` at every epoch end (and resumes).
     """
     from unmask.training.batches import shuffled_batches
-    from unmask.training.loop import TensorStore, TrainingLoop
+    from unmask.training.loop import TensorStore, TrainingLoop, run_settings
 
     best = TensorStore()  # the best dev-accuracy weights, checkpointed with the run
 
@@ -123,7 +123,8 @@ def train_toy_model(model: GRUCounter, train: ToyData, dev: ToyData, config: Toy
         evaluate=evaluate, checkpoint_dir=None if out is None else Path(out) / "checkpoint",
         checkpoint_at_epoch_end=True, seed=config.seed, what="toy GRU training", desc="train toy GRU",
         postfix=lambda state, stats: {"loss": stats["loss"], "best": state.extra.get("best", -1.0)},
-        progress=progress, log=lambda s: None)
+        progress=progress, log=lambda s: None,
+        settings=run_settings(config, model=model.config(), train=train.fingerprint(), dev=dev.fingerprint()))
     state = loop.run()
     model.load_state_dict(best.get())
     model.eval()

@@ -58,16 +58,28 @@ def save_checkpoint(directory: str | Path, modules: dict[str, torch.nn.Module],
     return final
 
 
+def _checkpoint_dir(directory: str | Path) -> Path | None:
+    """The directory holding the last complete checkpoint (``directory`` or, after a kill between the two
+    renames, its ``.old`` sibling), or ``None``."""
+    d = Path(directory)
+    if (d / "checkpoint.json").is_file():
+        return d
+    old = d.with_name(d.name + ".old")
+    return old if (old / "checkpoint.json").is_file() else None
+
+
+def read_checkpoint_meta(directory: str | Path) -> dict | None:
+    """The ``meta`` of the checkpoint in ``directory`` without restoring anything (``None`` if absent)."""
+    d = _checkpoint_dir(directory)
+    return None if d is None else json.loads((d / "checkpoint.json").read_text())["meta"]
+
+
 def load_checkpoint(directory: str | Path, modules: dict[str, torch.nn.Module],
                     optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
     """Restore states saved by ``save_checkpoint``; returns its ``meta`` or ``None`` if absent."""
-    d = Path(directory)
-    if not (d / "checkpoint.json").is_file():
-        old = d.with_name(d.name + ".old")  # a kill between the two renames
-        if (old / "checkpoint.json").is_file():
-            d = old
-        else:
-            return None
+    d = _checkpoint_dir(directory)
+    if d is None:
+        return None
     sidecar = json.loads((d / "checkpoint.json").read_text())
     for name, module in modules.items():
         module.load_state_dict(load_file(str(d / f"{name}.safetensors")))

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
+from unmask.cache import data_fingerprint
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
 from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier
 from unmask.training.batches import Tokenized, collate, epoch_batches, tokenize_examples
-from unmask.training.loop import LoopState, TrainingLoop, steps_for
+from unmask.training.loop import LoopState, TrainingLoop, run_settings, steps_for
 
 LossFn = Callable[[TextClassifier, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -119,7 +120,8 @@ def train_classifier(model: TextClassifier, train: list[Example], dev: list[Exam
         checkpoint_dir=out / "checkpoint", checkpoint_every=config.checkpoint_every, checkpoint_at_epoch_end=True,
         eval_at_epoch_end=True, evaluate=evaluate_dev, after_update=track,
         postfix=lambda state, stats: {"loss": state.running["loss"], "epoch": state.epoch},
-        seed=config.seed, what="training", desc=f"train {model.name}", progress=progress, log=log)
+        seed=config.seed, what="training", desc=f"train {model.name}", progress=progress, log=log,
+        settings=run_settings(config, train=data_fingerprint(train), dev=data_fingerprint(dev)))
     state = loop.run()
     result = {"best_dev_accuracy": state.extra.get("best", -1.0), "steps": state.step, "history": state.history,
               "config": asdict(config), "train_examples": len(tr), "dev_examples": len(dv),

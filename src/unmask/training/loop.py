@@ -12,6 +12,11 @@ the running metrics and the trainer's own JSON state. The batches of an epoch co
 batch, so a killed and resumed run takes the same steps on the same batches as an uninterrupted one and
 ends bitwise equal to it.
 
+A checkpoint records the run's ``settings`` (what it is made of apart from its budget: the trainer's
+config without step budget and checkpoint cadence, data fingerprints, target; see ``run_settings``), and
+resuming one written with other settings is an ``UnmaskError`` naming what changed, never a silent mix of
+two runs. A larger budget continues the same run.
+
 What differs between trainers are hooks: ``loss(batch, state)`` (the forward pass and its stats),
 ``before_update`` (between backward and the optimizer steps: e.g. DiffMask's gradient ascent on its
 Lagrange multipliers), ``after_update`` (running metrics, clamps), ``evaluate`` and ``postfix``.
@@ -25,15 +30,16 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from unmask.cache import canonical_json
 from unmask.errors import UnmaskError
-from unmask.training.checkpoint import load_checkpoint, save_checkpoint
+from unmask.training.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 
 Stats = dict[str, float]
 Observer = Callable[["LoopState"], None]
@@ -114,6 +120,30 @@ def observe_steps(observer: Observer) -> Iterator[None]:
         _OBSERVERS.reset(token)
 
 
+BUDGET_FIELDS = frozenset({"epochs", "steps", "max_steps", "checkpoint_every"})
+
+
+def run_settings(config: Any, **parts: Any) -> dict:
+    """A run's ``settings`` for ``TrainingLoop``: the dataclass ``config`` without its budget and checkpoint
+    cadence (``BUDGET_FIELDS``), plus named ``parts`` (data fingerprints, target, ...), as plain JSON."""
+    kept = {k: v for k, v in asdict(config).items() if k not in BUDGET_FIELDS}
+    return json.loads(canonical_json({"config": kept, **parts}))
+
+
+def _changed_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Names of the settings that differ (``config.<field>`` inside the config)."""
+    def flat(d: Mapping[str, Any]) -> dict[str, str]:
+        out = {}
+        for k, v in d.items():
+            items = v.items() if k == "config" and isinstance(v, Mapping) else [(None, v)]
+            for sub, value in items:
+                out[k if sub is None else f"{k}.{sub}"] = canonical_json(value)
+        return out
+
+    a, b = flat(old), flat(new)
+    return sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+
+
 def steps_for(epochs: float, batches_per_epoch: int) -> int:
     """The step budget of ``epochs`` epochs (at least one step)."""
     if not (math.isfinite(epochs) and epochs > 0):
@@ -171,6 +201,9 @@ class TrainingLoop:
     # True when ``loss`` runs backward itself (e.g. over micro-batches, to bound memory) and returns the
     # detached value: the loop then only checks it and steps the optimizers
     loss_runs_backward: bool = False
+    # what the run is made of apart from its budget (``run_settings``): saved in checkpoints; a checkpoint
+    # written with other settings is refused. None: not checked (and checkpoints without settings resume)
+    settings: Mapping[str, Any] | None = None
     seconds: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
@@ -191,11 +224,14 @@ class TrainingLoop:
     def _save(self, state: LoopState) -> None:
         modules, inner = self._checkpointed()
         meta = state.meta() | {"schedulers": {k: _json_state(s) for k, s in self.schedulers.items()}}
+        if self.settings is not None:
+            meta["settings"] = json.loads(canonical_json(self.settings))
         save_checkpoint(Path(self.checkpoint_dir), modules, inner, meta)
 
     def _restore(self) -> LoopState | None:
         if self.checkpoint_dir is None:
             return None
+        self._check_settings()
         modules, inner = self._checkpointed()
         meta = load_checkpoint(Path(self.checkpoint_dir), modules, inner)
         if meta is None:
@@ -220,6 +256,17 @@ class TrainingLoop:
                 state.offset -= n
                 state.epoch += 1
         return state
+
+    def _check_settings(self) -> None:
+        """Refuse (before restoring anything) a checkpoint written with other settings than this run's."""
+        meta = read_checkpoint_meta(Path(self.checkpoint_dir))
+        if self.settings is None or meta is None or "settings" not in meta:
+            return
+        changed = _changed_settings(meta["settings"], json.loads(canonical_json(self.settings)))
+        if changed:
+            raise UnmaskError(f"{self.what}: the checkpoint in {self.checkpoint_dir} was written with other "
+                              f"settings (changed: {', '.join(changed)}); run with the same settings to resume it, "
+                              f"or delete it (or choose another output directory) to start over")
 
     # ------------------------------------------------------------------ one step
     def _update(self, batch: Any, state: LoopState) -> Stats:
