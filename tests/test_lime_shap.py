@@ -192,7 +192,10 @@ def test_batched_equals_one_at_a_time(tiny_model_f64, cls, perturbation):
     for text, rec in zip(texts, together):
         alone = run(tiny_model_f64, [text], cls(samples=60, perturbation=perturbation, granularity="word"))[0]
         np.testing.assert_allclose(rec.scores, alone.scores, rtol=1e-9, atol=1e-12)
-        assert rec.extras == pytest.approx(alone.extras, rel=1e-9, abs=1e-12)
+        numeric = {k: v for k, v in rec.extras.items() if not isinstance(v, str)}
+        assert numeric == pytest.approx({k: alone.extras[k] for k in numeric}, rel=1e-9, abs=1e-12)
+        assert {k: v for k, v in rec.extras.items() if isinstance(v, str)} == \
+            {k: v for k, v in alone.extras.items() if isinstance(v, str)}
 
 
 class CountingClassifier(TextClassifier):
@@ -213,11 +216,12 @@ def test_perturbations_of_many_examples_share_token_budgeted_forwards(tiny_model
     texts = [LONG, "bad film", PIECES, "a gripping , funny film ."]
     batch = model.encode(texts)
     target = torch.zeros(len(texts), dtype=torch.long)
-    _, extras = cls(samples=60, token_budget=1 << 20).attribute(model, batch, target)
+    # float32: "auto" may run its one-time bf16 probe through the same forward
+    _, extras = cls(samples=60, token_budget=1 << 20, precision="float32").attribute(model, batch, target)
     rows = sum(e["evaluations"] for e in extras)
     assert rows > 100 and model.calls[0][0] == rows and len(model.calls) == 1  # every example, one forward
     model.calls.clear()
-    _, again = cls(samples=60, token_budget=256).attribute(model, batch, target)
+    _, again = cls(samples=60, token_budget=256, precision="float32").attribute(model, batch, target)
     assert [e["evaluations"] for e in again] == [e["evaluations"] for e in extras]
     assert sum(n for n, _ in model.calls) == rows and all(n * w <= 256 for n, w in model.calls)
     assert 1 < len(model.calls) < rows / 8  # chunks of many samples, never one forward per sample
@@ -276,3 +280,24 @@ def test_cli_explain_with_lime(capsys, tiny_model, tmp_path):
     data = json.loads(out.read_text())
     assert set(data) == {"lime", "kernel_shap"}
     assert data["kernel_shap"][0]["extras"]["evaluations"] == 2 ** 6
+
+
+def test_precision_auto_is_resolved_and_recorded(monkeypatch):
+    """The default precision is "auto"; the record names what ran. Forcing "no native bf16" gives float32
+    and the same scores as an explicit float32 run."""
+    import unmask.attribution.precision as prec
+    from unmask.attribution.kernel_shap import KernelShap
+    from unmask.attribution.lime import Lime
+    from unmask.models.tiny import tiny_classifier
+
+    monkeypatch.setattr(prec, "device_has_native_bf16", lambda device: False)
+    model = tiny_classifier(seed=0)
+    batch = model.encode(["a good movie , not bad at all"])
+    target = torch.tensor([1])
+    for cls in (Lime, KernelShap):
+        auto = cls(samples=64)
+        assert auto.precision == "auto"
+        scores, extras = auto.attribute(model, batch, target)
+        assert all(e["precision"] == "float32" for e in extras)
+        ref, _ = cls(samples=64, precision="float32").attribute(model, batch, target)
+        assert torch.equal(scores, ref)

@@ -9,6 +9,10 @@ coalitions of many examples and evaluates them in token-budgeted chunks without 
 Perturbations: ``remove`` deletes the pieces of switched-off features and re-packs the sequence (the
 specials stay, positions shift left); ``mask`` / ``pad`` replace their ids with [MASK] / [PAD] and keep
 the length and the attention mask.
+
+Precision: ``"auto"`` (default, as for the gradient methods) runs the forwards under bf16 autocast only
+where the CPU/GPU computes bf16 natively and a probe measured it faster (``attribution.precision``);
+each record's extras name the precision used (``extras["precision"]``).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 
 from unmask.attribution.base import (DEFAULT_TOKEN_BUDGET, OBJECTIVES, AttributionMethod, _autocast,
                                      check_choice, check_precision, objective_values, row_chunks)
+from unmask.attribution.precision import precision_extras
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
@@ -177,7 +182,7 @@ class CoalitionMethod(AttributionMethod):
 
     def __init__(self, samples: int = 500, seed: int = 0, granularity: str = "token",
                  perturbation: str = "remove", objective: str = "log_prob",
-                 token_budget: int = DEFAULT_TOKEN_BUDGET, precision: str = "float32") -> None:
+                 token_budget: int = DEFAULT_TOKEN_BUDGET, precision: str = "auto") -> None:
         super().__init__(token_budget)
         if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
             raise UnmaskError(f"samples must be a positive integer, got {samples!r}")
@@ -200,8 +205,9 @@ class CoalitionMethod(AttributionMethod):
         groups = [feature_groups(batch, r, self.granularity) for r in range(len(batch))]
         designs = [self.design(len(g), example_rng(batch, r, self.seed)) for r, g in enumerate(groups)]
         distinct = [distinct_rows(d.z) for d in designs]
+        used = precision_extras(self.precision, model)
         values = evaluate_coalitions(model, batch, groups, [u for u, _ in distinct], target,
-                                     self.perturbation, self.objective, self.token_budget, self.precision)
+                                     self.perturbation, self.objective, self.token_budget, used["precision"])
         width = batch.input_ids.shape[1]
         scores = torch.zeros(len(batch), width, dtype=torch.float64)
         extras = []
@@ -209,5 +215,5 @@ class CoalitionMethod(AttributionMethod):
             coef, extra = self.fit(d, v[inverse])
             scores[r] = torch.from_numpy(spread(coef, groups[r], width))
             extras.append({"features": len(groups[r]), "samples": len(d.z), "evaluations": len(unique),
-                           **extra})
+                           **extra, **used})
         return scores, extras

@@ -63,7 +63,7 @@ class Lime(CoalitionMethod):
     def __init__(self, samples: int = 500, seed: int = 0, granularity: str = "token",
                  perturbation: str = "remove", objective: str = "log_prob",
                  kernel_width: float = DEFAULT_KERNEL_WIDTH, alpha: float = 1.0,
-                 token_budget: int = DEFAULT_TOKEN_BUDGET, precision: str = "float32") -> None:
+                 token_budget: int = DEFAULT_TOKEN_BUDGET, precision: str = "auto") -> None:
         super().__init__(samples, seed, granularity, perturbation, objective, token_budget, precision)
         if not kernel_width > 0:
             raise UnmaskError(f"kernel_width must be positive, got {kernel_width}")
