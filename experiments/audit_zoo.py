@@ -463,10 +463,7 @@ def report(n: int, argv: list[str] | None) -> None:
     from unmask.audit.verdict import verdicts
     from unmask.io import write_json_atomic, write_text_atomic
 
-    rows = {}
-    for f in sorted((ROOT / "evidence").glob("*.json")):
-        r = json.loads(f.read_text())
-        rows[r["name"]] = r
+    rows = load_evidence()
     calib_clean = {k: r["evidence"] for k, r in rows.items() if r["kind"] == "clean" and r["split"] == "calibration"}
     command = "python experiments/audit_zoo.py report" + (f" --n {n}" if n != EVAL_N else "")
     cal = fit(calib_clean, source=f"experiments/audit_zoo.py (clean calibration models, {n} dev inputs each)")
@@ -518,6 +515,53 @@ def report(n: int, argv: list[str] | None) -> None:
     write_text_atomic(Path("experiments/results/audit_zoo.md"), markdown(result))
     roc_plot(per_model, Path("experiments/results/audit_zoo_roc.png"))
     log(f"held-out: TPR {result.get('tpr')}, FPR {result.get('fpr')}, AUC {result.get('auc')}")
+
+
+EVIDENCE_ARCHIVE = Path("experiments/results/audit_zoo_evidence.jsonl.gz")
+
+
+def load_evidence() -> dict[str, dict]:
+    """Every model's evidence row by name: runs/zoo/evidence/*.json when the zoo was evaluated here (then also
+    archived to EVIDENCE_ARCHIVE, which is committed), else the archive, so `report` reruns without the models.
+    Statistics the stored evidence predates are filled in from its raw records (``fill_record_statistics``)."""
+    import gzip
+
+    files = sorted((ROOT / "evidence").glob("*.json"))
+    if files:
+        rows = {r["name"]: r for r in (json.loads(f.read_text()) for f in files)}
+        EVIDENCE_ARCHIVE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = EVIDENCE_ARCHIVE.with_suffix(".tmp")
+        with gzip.open(tmp, "wt") as fh:
+            for name in sorted(rows):
+                fh.write(json.dumps(rows[name]) + "\n")
+        tmp.replace(EVIDENCE_ARCHIVE)
+    elif EVIDENCE_ARCHIVE.is_file():
+        with gzip.open(EVIDENCE_ARCHIVE, "rt") as fh:
+            rows = {r["name"]: r for r in map(json.loads, fh)}
+    else:
+        raise UnmaskError(f"no evidence: run `evaluate` first (or restore {EVIDENCE_ARCHIVE})")
+    for r in rows.values():
+        fill_record_statistics(r)
+    return rows
+
+
+def fill_record_statistics(row: dict) -> None:
+    """Add per-method statistics computed from records (``misplacement``) where the evidence lacks them."""
+    import numpy as np
+
+    from unmask.audit.placement import content_mask, misplacement
+
+    records = row.get("records")
+    methods = row["evidence"]["behavior"]["methods"]
+    if not records:
+        return
+    reference = row["evidence"]["behavior"].get("reference", "leave_one_out")
+    occl = [np.asarray(x["scores"][reference], dtype=float) for x in records]
+    content = [content_mask(x["sequence_ids"]) for x in records]
+    for name, m in methods.items():
+        if "misplacement" not in m and name in records[0]["scores"]:
+            m["misplacement"] = misplacement([np.asarray(x["scores"][name], dtype=float) for x in records],
+                                             occl, content)
 
 
 def _base_p1(rows: dict, target: str) -> dict:
