@@ -99,3 +99,16 @@ def test_data_uri_is_a_png():
     uri = plots.figure_to_data_uri(plots.faithfulness_curves([0.1, 0.2], {"gradient": [0.3, 0.4]}))
     assert uri.startswith("data:image/png;base64,")
     assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_heatmap_and_bad_shapes(tmp_path):
+    fig = plots.score_heatmap({"IG": [0.2, 0.4, 0.1], "truth": [1, 0, 1]}, ["4", "1", "7"], title="q",
+                              scale_rows=True, path=tmp_path / "heat.png")
+    _png(tmp_path / "heat.png")
+    np.testing.assert_allclose(fig.axes[0].get_images()[0].get_array(), [[0.5, 1, 0.25], [1, 0, 1]])
+    with pytest.raises(UnmaskError, match="has 2 values for 3 tokens"):
+        plots.score_heatmap({"IG": [0.2, 0.4]}, ["4", "1", "7"])
+    with pytest.raises(UnmaskError, match="no model has 'hidden' gates"):
+        plots.diffmask_kept({"models": {"original": {"diffmask": {"input": {"dev": {"0": {"expected_kept": 1}}}}}}})
+    with pytest.raises(UnmaskError, match="no model has HotFlip results"):
+        plots.hotflip_histogram({"hotflip": {"f_orig": None}})

@@ -8,6 +8,7 @@ Inputs are the shapes the experiments write:
 - ``facade_bars``: ``experiments/results/facade_sst2.json`` (``saliency[target][model][method] = {p1, attr}``)
 - ``hotflip_histogram``: ``experiments/results/perturbation_sst2.json`` (``hotflip[model].histogram``)
 - ``diffmask_kept``: ``experiments/results/diffmask_sst2.json`` (``models[m].diffmask[mode].dev[layer]``)
+- ``score_heatmap``: one row of per-token scores per name (e.g. methods against the ground truth)
 - ``faithfulness_curves``: fractions + one value list per method
 - ``audit_roc``: detector scores + 0/1 labels (1 = manipulated)
 """
@@ -105,13 +106,19 @@ def facade_bars(results: Mapping, targets: Sequence[str] | None = None, metrics:
 
 
 def hotflip_histogram(results: Mapping, models: Sequence[str] | None = None, percent: bool = True,
+                      bins: Sequence[str] | None = None, labels: Mapping[str, str] | None = None,
+                      title: str = "HotFlip", xlabel: str = "flips until the prediction changed",
                       path: str | Path | None = None) -> Figure:
-    """How many flips HotFlip needed to change the prediction, per model (bins 1..16, more, not flipped)."""
+    """How many flips HotFlip needed to change the prediction, per model (bins 1..16, more, not flipped).
+
+    ``bins`` picks and orders the bins (default: all of the first model's), ``labels`` renames models in the
+    legend; models whose entry is empty (not run) are left out. Percentages are of each model's ``n``.
+    """
     hot = _need(results, "hotflip", "perturbation results")
-    names = list(models or hot)
+    names = [n for n in (models or hot) if _need(hot, n, "perturbation results 'hotflip'")]
     if not names:
-        raise UnmaskError("perturbation results: 'hotflip' is empty")
-    bins = list(_need(hot[names[0]], "histogram", f"HotFlip results of {names[0]}"))
+        raise UnmaskError("perturbation results: no model has HotFlip results")
+    bins = [str(b) for b in (bins or _need(hot[names[0]], "histogram", f"HotFlip results of {names[0]}"))]
     series = {}
     for n in names:
         hist = _need(hot[n], "histogram", f"HotFlip results of {n}")
@@ -122,32 +129,92 @@ def hotflip_histogram(results: Mapping, models: Sequence[str] | None = None, per
     width = 0.8 / len(names)
     x = np.arange(len(bins))
     for k, (n, values) in enumerate(series.items()):
-        ax.bar(x + (k - (len(names) - 1) / 2) * width, values, width, label=n)
-    ax.set_xticks(x, [b.replace("_", " ") for b in bins], rotation=45, ha="right", fontsize=8)
-    ax.set_xlabel("flips until the prediction changed")
+        ax.bar(x + (k - (len(names) - 1) / 2) * width, values, width, label=(labels or {}).get(n, n))
+    long = any(len(b) > 2 for b in bins)
+    ax.set_xticks(x, [b.replace("_", " ") for b in bins], rotation=45 if long else 0, ha="right" if long else "center",
+                  fontsize=8)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("% of inputs" if percent else "inputs")
-    ax.set_title("HotFlip")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     return _finish(fig, path)
 
 
-def diffmask_kept(results: Mapping, modes: Sequence[str] = ("input", "hidden"), stat: str = "expected_kept",
-                  models: Sequence[str] | None = None, path: str | Path | None = None) -> Figure:
-    """DiffMask's kept share per layer (0 = embeddings), one line per model, one panel per mode."""
+def _heatmap(ax, rows: np.ndarray, tokens: Sequence[str], names: Sequence[str]) -> None:
+    """Scores in [0, 1] as a white-to-red grid: one row per name, one column per token."""
+    ax.imshow(rows, cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    long = any(len(str(t)) > 2 for t in tokens)
+    ax.set_xticks(range(len(tokens)), [str(t) for t in tokens], rotation=70 if long else 0,
+                  fontsize=7 if long else None)
+    ax.set_yticks(range(len(names)), [str(n) for n in names])
+
+
+def diffmask_kept(results: Mapping, modes: Sequence[str] = ("input", "hidden"),
+                  stat: str | Sequence[str] = "expected_kept", models: Sequence[str] | None = None,
+                  example: Mapping[str, Mapping[str, tuple[Sequence[str], Mapping]]] | None = None,
+                  path: str | Path | None = None) -> Figure:
+    """DiffMask's kept share per layer (0 = embeddings), one line per model (and stat), one panel per mode.
+
+    Several ``stat`` names (e.g. expected and deterministic) draw one line each, the first solid, the others
+    dashed. ``example`` (model -> mode -> (tokens, {layer: P(keep) per token})) adds one row per model below:
+    the gates of one input as a layer x token heatmap. Models without a mode are left out of its panel.
+    """
     entries = _need(results, "models", "DiffMask results")
     names = list(models or entries)
-    fig, axes = _subplots(1, len(modes), figsize=(4.6 * len(modes), 3.4), squeeze=False)
-    for ax, mode in zip(axes[0], modes):
+    stats = [stat] if isinstance(stat, str) else list(stat)
+    rows = [n for n in names if example and example.get(n)]
+    fig, axes = _subplots(1 + len(rows), len(modes), figsize=(6.0 * len(modes), 3.4 + 3.2 * len(rows)),
+                          squeeze=False)
+    for col, mode in enumerate(modes):
+        ax = axes[0][col]
+        drawn = 0
         for n in names:
-            dm = _need(_need(entries[n], "diffmask", f"DiffMask results of {n}"), mode, f"DiffMask results of {n}")
+            dm = _need(entries[n], "diffmask", f"DiffMask results of {n}").get(mode)
+            if not dm:
+                continue
             dev = _need(dm, "dev", f"DiffMask {mode} results of {n}")
             layers = sorted(dev, key=int)
-            ax.plot([int(l) for l in layers], [100 * float(dev[l][stat]) for l in layers], marker="o", label=n)
+            for j, st in enumerate(stats):
+                label = n if len(stats) == 1 else f"{n} {st.removesuffix('_kept').replace('_', ' ')}"
+                ax.plot([int(l) for l in layers], [100 * float(_need(dev[l], st, f"DiffMask {mode} layer {l} of {n}"))
+                                                   for l in layers],
+                        marker="o" if j == 0 else "x", linestyle="-" if j == 0 else "--", label=label)
+            drawn += 1
+        if not drawn:
+            raise UnmaskError(f"DiffMask results: no model has {mode!r} gates")
         ax.set_ylim(0, 105)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"{stat.replace('_', ' ')} (%)")
-        ax.set_title(f"DiffMask {mode} gates")
-        ax.legend(fontsize=8)
+        ax.set_xlabel("layer (0 = embedding output)")
+        ax.set_ylabel(f"{stats[0].replace('_', ' ')} (%)" if len(stats) == 1 else "share of tokens kept (%)")
+        ax.set_title(f"DiffMask {mode} gates (share kept per layer)")
+        ax.legend(fontsize=7)
+        for row, n in enumerate(rows, start=1):
+            ax = axes[row][col]
+            if mode not in example[n]:
+                ax.axis("off")
+                continue
+            tokens, keep = example[n][mode]
+            layers = sorted(keep, key=int)
+            _heatmap(ax, np.stack([np.asarray(keep[l], dtype=float) for l in layers]), tokens, layers)
+            ax.set_ylabel("layer")
+            ax.set_title(f"{n}, {mode} gates: P(keep)", fontsize=9)
+    return _finish(fig, path)
+
+
+def score_heatmap(rows: Mapping[str, Sequence[float]], tokens: Sequence[str], title: str | None = None,
+                  scale_rows: bool = False, path: str | Path | None = None) -> Figure:
+    """Per-token scores in [0, 1], one row per name (white 0 to red 1); ``scale_rows`` divides each by its max."""
+    if not rows:
+        raise UnmaskError("heatmap: no rows given")
+    mat = []
+    for name, values in rows.items():
+        v = np.asarray(values, dtype=float)
+        if v.shape != (len(tokens),):
+            raise UnmaskError(f"heatmap row {name!r} has {v.size} values for {len(tokens)} tokens")
+        mat.append(v / max(float(v.max()), 1e-12) if scale_rows else v)
+    fig, ax = _subplots(figsize=(1 + 0.55 * len(tokens), 0.45 * len(rows) + 1.2))
+    _heatmap(ax, np.stack(mat), tokens, list(rows))
+    if title:
+        ax.set_title(title)
     return _finish(fig, path)
 
 
