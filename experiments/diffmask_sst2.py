@@ -149,44 +149,15 @@ def analyse(name: str, path: str, args, train_items, dev, stop) -> dict:
 
 
 def plot(path: Path, results: dict, example: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Kept share per layer (expected and deterministic gates) and each model's gates on dev sentence ``example``."""
+    from unmask.report.plots import diffmask_kept
 
-    names = list(results)
-    fig, axes = plt.subplots(1 + len(names), 2, figsize=(12, 3.2 * (1 + len(names))), squeeze=False)
-    for col, mode in enumerate(("input", "hidden")):
-        ax = axes[0, col]
-        for name in names:
-            ev = results[name]["diffmask"].get(mode, {}).get("dev")
-            if ev:
-                layers = sorted(int(k) for k in ev)
-                ax.plot(layers, [ev[str(k)]["expected_kept"] for k in layers], marker="o", label=f"{name} expected")
-                ax.plot(layers, [ev[str(k)]["deterministic_kept"] for k in layers], marker="x", ls="--",
-                        label=f"{name} deterministic gates")
-        ax.set_title(f"{mode} gates: share of tokens kept per layer (dev)")
-        ax.set_xlabel("layer (0 = embedding output)")
-        ax.set_ylim(0, 1.05)
-        ax.legend(fontsize=7)
-        for row, name in enumerate(names, start=1):
-            ax = axes[row, col]
-            recs = results[name]["_records"].get(mode)
-            if not recs:
-                ax.axis("off")
-                continue
-            layers = sorted(recs)
-            mat = np.stack([recs[k][example].scores for k in layers])
-            toks = recs[layers[0]][example].tokens
-            ax.imshow(mat, cmap="Reds", vmin=0, vmax=1, aspect="auto")
-            ax.set_xticks(range(len(toks)), toks, rotation=70, fontsize=7)
-            ax.set_yticks(range(len(layers)), [str(k) for k in layers])
-            ax.set_ylabel("layer")
-            ax.set_title(f"{name}, {mode} gates: P(keep)", fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    modes = [m for m in ("input", "hidden") if any(r["diffmask"].get(m) for r in results.values())]
+    gates = {name: {mode: (recs[min(recs)][example].tokens, {k: recs[k][example].scores for k in recs})
+                    for mode in modes if (recs := r["_records"].get(mode))}
+             for name, r in results.items()}
+    diffmask_kept({"models": results}, modes=modes, stat=("expected_kept", "deterministic_kept"), example=gates,
+                  path=path)
 
 
 def markdown(result: dict) -> str:

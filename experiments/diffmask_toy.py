@@ -218,25 +218,13 @@ def markdown(result: dict) -> str:
 
 
 def plot_example(path: Path, data: ToyData, i: int, rows: dict[str, np.ndarray]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Every method's scores on dev example ``i`` next to the ground truth, each row scaled to max 1."""
+    from unmask.report.plots import score_heatmap
 
     n = int(data.lengths[i])
-    seq = data.sequences[i, :n].tolist()
     q = data.queries[i].tolist()
-    names = list(rows)
-    mat = np.stack([rows[k][:n] / max(rows[k][:n].max(), 1e-12) for k in names])
-    fig, ax = plt.subplots(figsize=(1 + 0.55 * n, 0.45 * len(names) + 1.2))
-    ax.imshow(mat, cmap="Reds", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(n), [str(s) for s in seq])
-    ax.set_yticks(range(len(names)), names)
-    ax.set_title(f"query: more {q[0]} than {q[1]}? (rows scaled to max 1)")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    score_heatmap({k: v[:n] for k, v in rows.items()}, [str(s) for s in data.sequences[i, :n].tolist()],
+                  title=f"query: more {q[0]} than {q[1]}? (rows scaled to max 1)", scale_rows=True, path=path)
 
 
 # ------------------------------------------------------------------------------------------------- main

@@ -298,34 +298,18 @@ def markdown(task: str, res: dict, png: str | None, ablation: tuple[str, dict] |
 
 
 def plot(task: str, res: dict, path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    """The HotFlip histogram (flips 1..16; inputs needing more omitted, as in the paper); False if nothing ran."""
+    from unmask.report.plots import hotflip_histogram
 
     data = {k: v for k, v in res["hotflip"].items() if v}
     if not data:
         return False
-    bins = [str(k) for k in range(1, 17)]
-    x = np.arange(len(bins))
-    width = 0.8 / len(data)
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    for j, (name, h) in enumerate(data.items()):
-        counts = np.array([h["histogram"][b] for b in bins], float) / h["n"] * 100
-        ax.bar(x + (j - (len(data) - 1) / 2) * width, counts, width,
-               label=f"{name} (mean {h['mean_flips']:.1f}, not flipped {h['histogram']['not_flipped']})"
-               if h["mean_flips"] is not None else name)
-    ax.set_xticks(x, bins)
-    ax.set_xlabel("flips needed to change the prediction (inputs needing > 16 omitted, as in the paper)")
-    ax.set_ylabel("% of inputs")
-    ax.set_title(f"HotFlip on {task.upper()}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    labels = {name: f"{name} (mean {h['mean_flips']:.1f}, not flipped {h['histogram']['not_flipped']})"
+              for name, h in data.items() if h["mean_flips"] is not None}
+    hotflip_histogram({"hotflip": data}, bins=[str(k) for k in range(1, 17)], labels=labels,
+                      title=f"HotFlip on {task.upper()}",
+                      xlabel="flips needed to change the prediction (inputs needing > 16 omitted, as in the paper)",
+                      path=path)
     return True
 
 
