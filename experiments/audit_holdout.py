@@ -397,21 +397,10 @@ def outcome(row: dict, f_row: dict) -> dict:
 def thresholds(n_tests: int) -> dict[str, float]:
     """Per tested statistic of the committed calibration: the value at which that test alone makes a method
     'suspect' (Bonferroni over ``n_tests``). Read off the calibration, nothing refitted."""
-    import math
-
-    from scipy import stats as st
-
-    from unmask.audit.calibration import METHOD_STATS, MODEL_STATS, Calibration, floor_for
+    from unmask.audit.calibration import Calibration, fire_values
     from unmask.audit.verdict import SUSPECT_P
 
-    cal = Calibration.load(None)
-    out = {}
-    for key, c in sorted(cal.stats.items()):
-        if key.split(".")[-1] not in METHOD_STATS + MODEL_STATS + ("structure",) or key.startswith("any."):
-            continue
-        scale = max(c.std, floor_for(key)) * math.sqrt(1 + 1 / c.n)
-        out[key] = c.mean + float(st.t.isf(SUSPECT_P / n_tests, df=max(c.n - 1, 1))) * scale
-    return out
+    return fire_values(Calibration.load(None), SUSPECT_P / n_tests)
 
 
 def word_presence(s: Settings, n: int) -> dict[str, float]:

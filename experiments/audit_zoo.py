@@ -459,8 +459,8 @@ def report(n: int, argv: list[str] | None) -> None:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from unmask.audit.calibration import fit
-    from unmask.audit.verdict import verdicts
+    from unmask.audit.calibration import fire_values, fit, statistics
+    from unmask.audit.verdict import SUSPECT_P, verdicts
     from unmask.io import write_json_atomic, write_text_atomic
 
     rows = load_evidence()
@@ -489,7 +489,12 @@ def report(n: int, argv: list[str] | None) -> None:
             "agreement_with_f": r["agreement_with_f"], "dev_accuracy": r["dev_accuracy"],
             "gradient_p1": r["p_at_1"].get("gradient_x_input"),
             "method_verdicts": {m: v.verdict for m, v in per_method.items()},
-            "method_checks": method_checks, "audit_seconds": r["audit_seconds"]})
+            "method_checks": method_checks, "audit_seconds": r["audit_seconds"],
+            "p_behavior": model["p_behavior"], "p_structure": model["p_structure"],
+            "statistics": {k: v for k, v in statistics(r["evidence"]).items()
+                           if k.split(".")[-1] in ("misplacement", "pileup", "magnitude_ratio", "top1_miss",
+                                                   "structure")}})
+        n_tests = model["tests_pooled"]
     held = [m for m in per_model if m["split"] == "heldout"]
     result = {"command": command, "eval_n": n, "calibration_models": sorted(calib_clean),
               "heldout_models": sorted(m["name"] for m in held)}
@@ -511,6 +516,7 @@ def report(n: int, argv: list[str] | None) -> None:
             result["calibration_split"] = stats
     result["per_model"] = per_model
     result["calibration"] = cal.to_dict()
+    result["suspect_values"] = {"tests_pooled": n_tests, "values": fire_values(cal, SUSPECT_P / n_tests)}
     write_json_atomic(Path("experiments/results/audit_zoo.json"), result)
     write_text_atomic(Path("experiments/results/audit_zoo.md"), markdown(result))
     roc_plot(per_model, Path("experiments/results/audit_zoo_roc.png"))
@@ -583,15 +589,35 @@ def markdown(result: dict) -> str:
              f"Held-out: TPR {pct(result['tpr'])}%, FPR {pct(result['fpr'])}%, AUC {result.get('auc', float('nan')):.3f}, "
              f"per-method verdicts right {pct(result['method_verdicts_right'])}% "
              "(a method is 'fooled' when its P@1 on the facade's target rose > 20 points over f's).", "",
-             "| model | kind | variant | split | target | agreement with f | gradient P@1 | score | verdict | "
-             "gradient / g.x / SmoothGrad / IG |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | kind | variant | split | target | agreement with f | g.x P@1 | g.x misplacement | "
+             "g.x pile-up | magnitude | score | verdict | gradient / g.x / SmoothGrad / IG |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in sorted(result["per_model"], key=lambda m: (m["split"], m["kind"], m["name"])):
         mv = m["method_verdicts"]
         short = " / ".join(mv.get(k, "-")[:5] for k in ("gradient", "gradient_x_input", "smoothgrad",
                                                         "integrated_gradients"))
+        st = m.get("statistics", {})
+
+        def num(key):
+            v = st.get(key)
+            return "-" if v is None or v != v else f"{v:.3f}"
+
         lines.append(f"| {m['name']} | {m['kind']} | {m['variant']} | {m['split']} | {m['target']} | "
-                     f"{pct(m['agreement_with_f'])} | {pct(m['gradient_p1'])} | {min(m['score'], 300):.1f} | "
-                     f"{m['verdict']} | {short} |")
+                     f"{pct(m['agreement_with_f'])} | {pct(m['gradient_p1'])} | "
+                     f"{num('gradient_x_input.misplacement')} | {num('gradient_x_input.pileup')} | "
+                     f"{num('model.magnitude_ratio')} | {min(m['score'], 300):.1f} | {m['verdict']} | {short} |")
+    lines += ["", "Held-out clean models by family (flagged / audited): " + ", ".join(
+        f"{fam} {sum(m['flagged'] for m in ms)}/{len(ms)}" for fam, ms in sorted(_by_variant(
+            [m for m in result["per_model"] if m["split"] == "heldout" and m["kind"] == "clean"]).items())) + "."]
+    sv = result.get("suspect_values")
+    if sv:
+        cal = result["calibration"]["stats"]
+        lines += ["", f"## Calibration ({len(result['calibration_models'])} clean models)", "",
+                  f"A test alone makes its method suspect at p < 1% / {sv['tests_pooled']} tests (Bonferroni); "
+                  "the value at which that happens, from the clean models' mean and spread (with its floor):", "",
+                  "| statistic | clean mean | clean std | n | fires (suspect) at |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {cal[k]['mean']:.3f} | {cal[k]['std']:.3f} | {cal[k]['n']} | {v:.3f} |"
+                  for k, v in sv["values"].items()]
     missed = [m for m in result["per_model"] if m["kind"] == "facade" and not m["flagged"]]
     false_pos = [m for m in result["per_model"] if m["kind"] == "clean" and m["flagged"]]
     lines += ["", "## What evades the audit", ""]
@@ -605,11 +631,22 @@ def markdown(result: dict) -> str:
               "shares where clean models have them; the behavioral tests cannot see it.",
               "- by construction: the structural test sees only nearly independent sub-networks; an unmerged, "
               "end-to-end trained facade has none, and a long fine-tune of a merge erodes them.",
-              "- the calibration covers the model families of the calibration split (MiniLM fine-tunes on SST-2 "
-              "and RTE, a BERT trained from scratch); other families are audited against it, and the held-out "
-              "clean models (RoBERTa, DistilBERT, LSTM, a 3-layer MiniLM, the Eq. 5 regularized model) measure "
-              "how far that carries."]
+              "- the calibration covers the model families of its split (MiniLM fine-tunes on SST-2 and RTE, 3-layer "
+              "MiniLM, BERT / RoBERTa / DistilBERT trained from scratch, a GloVe LSTM); the held-out clean models "
+              "are other seeds, budgets and learning rates of those families plus a 4-layer MiniLM and the Eq. 5 "
+              "regularized models. A family far from all of these (another tokenizer, another task) is audited "
+              "against a population it does not belong to: read its verdict with that in mind.",
+              "- statistics were chosen on the calibration split only: misplacement replaced top-1 miss as a tested "
+              "statistic after comparing both on the clean calibration models and the calibration facades (plain "
+              "and permuted merges); no held-out model was looked at to choose tests, floors or thresholds."]
     return "\n".join(lines) + "\n"
+
+
+def _by_variant(models: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for m in models:
+        out.setdefault(m["variant"], []).append(m)
+    return out
 
 
 def roc_plot(per_model: list[dict], path: Path) -> None:

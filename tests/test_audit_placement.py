@@ -36,3 +36,16 @@ def test_undefined_inputs_are_skipped_and_misplacement_averages_the_rest():
     value = misplacement(*zip(good, bad, (np.array([0, 1, 2, 0.0]), np.array([0, 1, 1, 0.0]), content)))
     assert value == pytest.approx(1 - (1.0 + -1.0) / 2)
     assert math.isnan(misplacement([], [], []))
+
+
+def test_fire_value_inverts_the_tail():
+    from unmask.audit.calibration import Calibration, StatCalibration, fire_values
+
+    cal = Calibration({"gradient.misplacement": StatCalibration(0.9, 0.02, 14),
+                       "gradient.unfaithfulness": StatCalibration(0.8, 0.1, 14),   # reported, not tested
+                       "any.misplacement": StatCalibration(0.9, 0.02, 56)})       # pooled, not tested
+    values = fire_values(cal, 1e-3)
+    assert list(values) == ["gradient.misplacement"]
+    v = values["gradient.misplacement"]
+    assert cal.stats["gradient.misplacement"].tail(v, 0.05) == pytest.approx(1e-3, rel=1e-6)
+    assert v > 0.9 + 3 * 0.05  # the floor (0.05), not the 0.02 spread, sets the scale

@@ -14,6 +14,10 @@ random ordering):
   token (0 when the method's top token is the one whose removal moves the output most);
 - ``pileup``: the largest excess share of attribution the method puts on one class of positions or words
   (first word, last word, stop words, punctuation, each frequent word) over the share occlusion gives it.
+- ``misplacement``: 1 - the method's placement skill against occlusion (``placement.py``): 0 when all of its
+  attribution sits on the token whose removal moves the output most, 1 when it is placed no better than
+  uniformly, above 1 when it sits on tokens that matter less than the average token. Class-free: it sees a
+  facade whatever positions or words it targets.
 
 Per model, for the local-gradient methods (gradient, gradient x input, SmoothGrad):
 
@@ -36,6 +40,7 @@ import torch
 from unmask.attribution.base import DEFAULT_TOKEN_BUDGET, gradient_chunks, get_method
 from unmask.attribution.explain import attribute_batch, predict_batch
 from unmask.attribution.record import Attribution
+from unmask.audit.placement import content_mask, misplacement
 from unmask.data.readers import stopwords
 from unmask.errors import UnmaskError
 from unmask.models.classifier import TextClassifier
@@ -77,6 +82,7 @@ class MethodEvidence:
     aopc_reference: float
     seconds: float
     extras: dict = field(default_factory=dict)
+    misplacement: float = float("nan")   # NaN in evidence stored before the statistic existed
 
 
 @dataclass
@@ -166,6 +172,12 @@ def pileup(method: Sequence[Attribution], reference: Sequence[Attribution],
         return 0.0, "", 0.0, 0.0
     name = max(m, key=lambda k: m[k] - ref.get(k, 0.0))
     return m[name] - ref.get(name, 0.0), name, m[name], ref.get(name, 0.0)
+
+
+def record_misplacement(method: Sequence[Attribution], reference: Sequence[Attribution]) -> float:
+    """``placement.misplacement`` of a method's records against the occlusion records of the same inputs."""
+    return misplacement([r.scores for r in method], [o.scores for o in reference],
+                        [content_mask(r.sequence_ids) for r in method])
 
 
 def top1_miss(method: Sequence[Attribution], reference: Sequence[Attribution]) -> float:
@@ -267,6 +279,7 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
             extras["median_completeness_error"] = float(np.nanmedian(errs))
         out[method.name] = MethodEvidence(
             method=method.name, unfaithfulness=float(unfaith), top1_miss=top1_miss(recs, reference),
+            misplacement=record_misplacement(recs, reference),
             pileup=float(excess), pileup_class=cls, pileup_share=float(share), reference_share=float(ref_share),
             aopc_comprehensiveness=float(faith.aopc_comprehensiveness),
             aopc_random=float(rand_faith.aopc_comprehensiveness),

@@ -25,15 +25,16 @@ from unmask.errors import UnmaskError
 from unmask.io import write_json_atomic
 
 # Floors on the clean standard deviation, in each statistic's own units.
-SIGMA_FLOOR = {"unfaithfulness": 0.08, "top1_miss": 0.05, "pileup": 0.04, "magnitude_ratio": 0.15,
-               "first_order_miss": 0.05, "structure": 0.3}
+SIGMA_FLOOR = {"unfaithfulness": 0.08, "top1_miss": 0.05, "misplacement": 0.05, "pileup": 0.04,
+               "magnitude_ratio": 0.15, "first_order_miss": 0.05, "structure": 0.3}
 # Statistics tested on every method, and once per model (for the local-gradient methods). Also measured and
 # reported, but not tested: unfaithfulness (on clean fine-tuned MiniLM, gradient x input's ranking is already
-# at or below random comprehensiveness, so a facade cannot make it much worse) and first_order_miss (clean
-# models' first-order predictions barely correlate with occlusion either).
-METHOD_STATS = ("top1_miss", "pileup")
+# at or below random comprehensiveness, so a facade cannot make it much worse), top1_miss (misplacement is its
+# soft, lower-variance form: with the zoo-v1 calibration top1_miss could not reach its thresholds at all) and
+# first_order_miss (clean models' first-order predictions barely correlate with occlusion either).
+METHOD_STATS = ("misplacement", "pileup")
 MODEL_STATS = ("magnitude_ratio",)
-REPORTED_METHOD_STATS = ("unfaithfulness",)
+REPORTED_METHOD_STATS = ("unfaithfulness", "top1_miss")
 REPORTED_MODEL_STATS = ("first_order_miss",)
 
 
@@ -54,6 +55,11 @@ class StatCalibration:
     def tail(self, value: float, floor: float) -> float:
         """P(clean model >= value): one-sided Student-t prediction tail."""
         return float(st.t.sf(self.t(value, floor), df=max(self.n - 1, 1)))
+
+    def value_at(self, p: float, floor: float) -> float:
+        """The value whose tail is ``p`` (the inverse of ``tail``): where a test with this tail fires."""
+        s = max(self.std, floor) * math.sqrt(1 + 1 / self.n)
+        return self.mean + float(st.t.isf(p, df=max(self.n - 1, 1))) * s
 
 
 @dataclass
@@ -94,13 +100,24 @@ def statistics(evidence: dict) -> dict[str, float]:
     behavior = evidence["behavior"]
     for name, m in behavior["methods"].items():
         for s in METHOD_STATS + REPORTED_METHOD_STATS:
-            out[f"{name}.{s}"] = float(m[s])
+            out[f"{name}.{s}"] = float(m.get(s, math.nan))  # NaN: evidence older than the statistic
     for s in MODEL_STATS + REPORTED_MODEL_STATS:
         out[f"model.{s}"] = float(behavior[s])
     structure = evidence.get("structure")
     if structure and structure.get("coupling") is not None:
         out["model.structure"] = -math.log10(max(float(structure["coupling"]), 1e-12))
     return out
+
+
+def tested_keys(calibration: Calibration) -> list[str]:
+    """The calibrated statistics the verdicts test (per method, per model, structure), without pooled ones."""
+    tested = set(METHOD_STATS + MODEL_STATS + ("structure",))
+    return sorted(k for k in calibration.stats if k.split(".")[-1] in tested and not k.startswith("any."))
+
+
+def fire_values(calibration: Calibration, p: float) -> dict[str, float]:
+    """Per tested statistic: the value at which its tail reaches ``p`` (e.g. SUSPECT_P / number of tests)."""
+    return {k: calibration.stats[k].value_at(p, floor_for(k)) for k in tested_keys(calibration)}
 
 
 def fit(evidences: dict[str, dict], source: str = "") -> Calibration:

@@ -70,6 +70,11 @@ def _reason(test: Test, evidence: dict) -> str:
     if stat == "top1_miss":
         return (f"its top token moves the output only {100 * (1 - test.value):.0f}% as much as the most "
                 f"effective token")
+    if stat == "misplacement":
+        skill = 1 - test.value
+        return (f"the tokens it calls important matter to the output {'less' if skill < 0 else 'little more'} "
+                f"than a token picked at random (placement skill {skill:+.2f}; 1 = on the most effective token, "
+                f"0 = chance)")
     if stat == "pileup":
         m = b["methods"][method]
         return (f"it puts {100 * m['pileup_share']:.0f}% of its attribution on {m['pileup_class']}, where "

@@ -43,7 +43,8 @@ def audit_section(report: "AuditReport", title: str | None = None) -> str:
                                                                "reference" else "")
         rows.append(
             f"<tr><td>{escape(LABELS.get(name, name))}</td><td>{verdict_tag(v.verdict)}</td>"
-            f"<td>{_fmt(v.p_value)}</td><td>{_fmt(m.get('top1_miss', float('nan')))}</td>"
+            f"<td>{_fmt(v.p_value)}</td><td>{_fmt(m.get('misplacement', float('nan')))}</td>"
+            f"<td>{_fmt(m.get('top1_miss', float('nan')))}</td>"
             f"<td>{_fmt(m.get('pileup', float('nan')))} {escape(m.get('pileup_class', ''))}</td>"
             f"<td>{_fmt(m.get('aopc_comprehensiveness', float('nan')))}</td><td>{reasons}</td></tr>")
     s = report.evidence.get("structure") or {}
@@ -55,7 +56,9 @@ def audit_section(report: "AuditReport", title: str | None = None) -> str:
 <div class="banner" style="background:{colour}">Verdict: <b>{escape(report.verdict.upper())}</b> &middot;
 score {report.score:.1f} (a clean model looks like this with probability {report.p_value:.2g})</div>
 <p>{escape(report.summary)}</p>
-<table><tr><th>method</th><th>verdict</th><th>p</th><th>top-1 miss</th><th>pile-up (class)</th>
+<table><tr><th>method</th><th>verdict</th><th>p</th><th title="1 - placement skill against occlusion: 0 = all
+on the most effective token, 1 = chance, above 1 = on tokens that matter less than average">misplacement</th>
+<th>top-1 miss</th><th>pile-up (class)</th>
 <th>AOPC comp.</th><th>evidence</th></tr>{''.join(rows)}</table>
 <p><small>Model-level: the gradient predicts masking changes {_fmt(10 ** b['magnitude_ratio'])}x the actual
 ones (log10 {_fmt(b['magnitude_ratio'])}); first-order correlation miss {_fmt(b['first_order_miss'])};
