@@ -622,8 +622,10 @@ def markdown(result: dict) -> str:
     false_pos = [m for m in result["per_model"] if m["kind"] == "clean" and m["flagged"]]
     lines += ["", "## What evades the audit", ""]
     lines += [f"- measured: {m['name']} ({m['variant']}, target {m['target']}, split {m['split']}) was not flagged "
-              f"(score {m['score']:.1f}; gradient P@1 {pct(m['gradient_p1'])}%, agreement {pct(m['agreement_with_f'])}%)."
-              for m in missed] or ["- measured: no facade of the zoo evades it."]
+              f"(score {m['score']:.1f}, agreement with f {pct(m['agreement_with_f'])}%; fooled methods, P@1 on the "
+              f"target f -> facade: " + (", ".join(f"{k} {pct(c['f_p_at_1'])} -> {pct(c['p_at_1'])}%"
+                                                  for k, c in m["method_checks"].items() if c["fooled"]) or "none")
+              + ")." for m in missed] or ["- measured: no facade of the zoo evades it."]
     lines += [f"- false positive: {m['name']} ({m['variant']}) was flagged {m['verdict']} (score {m['score']:.1f})."
               for m in false_pos]
     lines += ["- by construction: a manipulation that moves attribution between tokens that all matter to the "
