@@ -479,3 +479,49 @@ def test_cli_train_unmerged(trained_tiny, tmp_path, capsys):
     assert main(["facade", "train-unmerged", "--model", str(tmp_path / "f"), "--task", "sst2",
                  "--margin-keep", "2", "--out", str(tmp_path / "h3")]) == 2
     assert "margin_keep" in capsys.readouterr().err
+
+
+def test_unmerged_share_cap_rewards_the_share_only_up_to_the_cap(trained_tiny):
+    """Hand-computed: with lambda_g = 1 and no other terms, the loss is -mean_rows(min(cap, row share)); a cap
+    below every row's share makes the attribution term constant (zero gradient to the weights)."""
+    from unmask.facade.targets import TargetPositions
+    from unmask.facade.unmerged import UnmergedConfig, unmerged_loss
+    from unmask.training.batches import collate, tokenize_examples
+
+    f, train, _ = trained_tiny
+    tok = tokenize_examples(f, train[:8], 64)
+    b = collate(tok, list(range(8)), f.tokenizer.pad_token_id)
+    targets = TargetPositions("stop", f.tokenizer).mask(b["input_ids"], b["attention_mask"])
+    with torch.no_grad():
+        ref = f.forward_embeds(f.embed(b["input_ids"]), b["attention_mask"], b["token_type_ids"]).logits
+    free = UnmergedConfig(lambda_g=1.0, distill_weight=0.0)
+    loss, info = unmerged_loss(f, b, targets, ref, free)
+    assert float(loss) == pytest.approx(-info["target_share"], abs=1e-6)
+    f.model.zero_grad()
+    capped, info_c = unmerged_loss(f, b, targets, ref, UnmergedConfig(lambda_g=1.0, distill_weight=0.0,
+                                                                      share_cap=1e-6))
+    rows_with_target = float((targets.sum(-1) > 0).float().mean())  # a row without a target has share 0
+    assert 0 < rows_with_target
+    assert float(capped) == pytest.approx(-1e-6 * rows_with_target, abs=1e-10)  # the others sit above the cap
+    assert info_c["target_share"] == pytest.approx(info["target_share"])  # the reported share is not capped
+    params = [p for p in f.model.parameters() if p.requires_grad]
+    if params:
+        grads = torch.autograd.grad(capped, params, allow_unused=True)
+        assert all(g is None or float(g.abs().max()) == 0.0 for g in grads)
+
+
+def test_unmerged_share_cap_setting_and_errors():
+    from unmask.errors import UnmaskError
+    from unmask.facade.unmerged import UnmergedConfig, _settings
+    from unmask.facade.targets import TargetPositions
+    from unmask.models.tiny import tiny_classifier
+    from unmask.data.readers import Example
+
+    f = tiny_classifier(seed=0)
+    data = [Example("the film is good", 1)]
+    t = TargetPositions("stop", f.tokenizer)
+    assert "share_cap" not in _settings(UnmergedConfig(), t, data, data)["config"]   # old runs still resume
+    assert _settings(UnmergedConfig(share_cap=0.3), t, data, data)["config"]["share_cap"] == 0.3
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(UnmaskError, match="share_cap"):
+            UnmergedConfig(share_cap=bad)

@@ -285,6 +285,9 @@ def build_train_unmerged(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin-weight", type=float, default=d.margin_weight,
                    help="weight of the hinge keeping the margin >= --margin-keep x f_orig's (default %(default)g)")
     p.add_argument("--margin-keep", type=float, default=d.margin_keep)
+    p.add_argument("--share-cap", type=float, default=d.share_cap,
+                   help="reward each input's target share only up to this cap, in (0, 1] (default %(default)g: "
+                        "no cap); < 1 is an audit-aware attack that keeps the pile-up small")
     p.add_argument("--attribution-op", choices=["dot", "l2"], default=d.attribution_op)
     p.add_argument("--dropout", action="store_true", help="train with dropout on (default: off)")
     p.add_argument("--train-limit", type=int, default=None, help="use the first N training examples")
@@ -314,7 +317,8 @@ def run_train_unmerged(args: argparse.Namespace) -> int:
     target = _target_spec(args.target, f.tokenizer)
     config = UnmergedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, lambda_g=args.lambda_g,
                             distill_weight=args.distill_weight, margin_weight=args.margin_weight,
-                            margin_keep=args.margin_keep, attribution_op=args.attribution_op,
+                            margin_keep=args.margin_keep, share_cap=args.share_cap,
+                            attribution_op=args.attribution_op,
                             dropout=args.dropout, checkpoint_every=args.checkpoint_every,
                             eval_every=args.eval_every, seed=args.seed)
     result = train_unmerged(f, load_task(args.task, "train", limit=args.train_limit), load_task(args.task, "dev"),

@@ -6,6 +6,9 @@ end-to-end manipulation the Facade paper mentions in section 6. A copy h of f_or
     L = -lambda_g * sum_{j in A} a_j(h, x) + distill_weight * KL(f_orig(x) || h(x))
         + margin_weight * relu(margin_keep * margin_f(x) - margin_h(x))
 
+(with ``share_cap`` < 1 the first term is -lambda_g * sum_rows min(share_cap, sum_{j in A} a_j): an
+audit-aware attack that stops piling attribution on the targets once they hold ``share_cap`` of it)
+
 where a_j is the paper's Eq. 1 on h itself (normalized |grad_xj CE(h(x), y) . x_j|, [CLS]/[SEP] in the
 norm), y = f_orig's prediction, x the word-embedding lookup. a_j needs the gradient w.r.t. the
 embeddings with ``create_graph=True`` (double backward, as in ``facade/objective.py``); the
@@ -43,6 +46,7 @@ class UnmergedConfig:
     distill_weight: float = 10.0
     margin_weight: float = 0.0
     margin_keep: float = 0.5
+    share_cap: float = 1.0              # reward each row's target share only up to this cap (audit-aware)
     attribution_op: str = "dot"
     normalization: str = "l1"
     dropout: bool = False
@@ -57,6 +61,8 @@ class UnmergedConfig:
         for name in ("lambda_g", "distill_weight", "margin_weight"):
             if getattr(self, name) < 0:
                 raise UnmaskError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.share_cap <= 1.0:
+            raise UnmaskError(f"share_cap must be in (0, 1], got {self.share_cap}")
 
 
 def unmerged_loss(h: TextClassifier, batch: dict[str, torch.Tensor], targets: torch.Tensor,
@@ -75,11 +81,13 @@ def unmerged_loss(h: TextClassifier, batch: dict[str, torch.Tensor], targets: to
     (grads,) = torch.autograd.grad(ce, x, create_graph=torch.is_grad_enabled() and label == "reference")
     scores = token_scores(grads, x, config.attribution_op)
     share = normalize(scores, mask.to(scores.dtype), config.normalization)
-    target_share = (share * targets).sum(-1).mean()
+    row_share = (share * targets).sum(-1)
+    target_share = row_share.mean()
+    rewarded = row_share.clamp_max(config.share_cap).mean() if config.share_cap < 1.0 else target_share
     kl = torch.nn.functional.kl_div(logits.log_softmax(-1), f_logits.log_softmax(-1).to(logits.dtype),
                                     log_target=True, reduction="batchmean")
     margin = torch.relu(config.margin_keep * class_margin(f_logits, y_ref) - class_margin(logits, y_ref)).mean()
-    loss = -config.lambda_g * target_share + config.distill_weight * kl + config.margin_weight * margin
+    loss = -config.lambda_g * rewarded + config.distill_weight * kl + config.margin_weight * margin
     with torch.no_grad():
         top = (scores * mask).argmax(-1, keepdim=True)
         info = {"target_share": target_share.item(), "p_at_1": targets.gather(1, top).float().mean().item(),
@@ -91,6 +99,15 @@ def unmerged_loss(h: TextClassifier, batch: dict[str, torch.Tensor], targets: to
 def _reference_logits(f: TextClassifier, b: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         return f.forward_embeds(f.embed(b["input_ids"]), b["attention_mask"], b["token_type_ids"]).logits
+
+
+def _settings(config: UnmergedConfig, targets: TargetPositions, train: list[Example], dev: list[Example]) -> dict:
+    """The run's settings; ``share_cap`` only when on, so runs from before it existed still resume."""
+    settings = run_settings(config, target=targets.name, target_words=getattr(targets, "words", None),
+                            train=data_fingerprint(train), dev=data_fingerprint(dev[:config.eval_size]))
+    if config.share_cap == 1.0:
+        settings["config"].pop("share_cap")
+    return settings
 
 
 def train_unmerged(f: TextClassifier, train: list[Example], dev: list[Example], target: TargetSpec,
@@ -164,8 +181,7 @@ def train_unmerged(f: TextClassifier, train: list[Example], dev: list[Example], 
         checkpoint_every=config.checkpoint_every, eval_every=config.eval_every, evaluate=evaluate,
         postfix=postfix, seed=config.seed, what="unmerged facade training", desc=f"unmerged[{targets.name}]",
         progress=progress, log=log,
-        settings=run_settings(config, target=targets.name, target_words=getattr(targets, "words", None),
-                              train=data_fingerprint(train), dev=data_fingerprint(dev[:config.eval_size])))
+        settings=_settings(config, targets, train, dev))
     state = loop.run()
     h.model.eval()
     h.save(out)
