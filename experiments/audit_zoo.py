@@ -112,6 +112,10 @@ def facade_specs() -> list[Spec]:
             out.append(_facade(f"merged_{t}_{variant}", f"merge-{variant}", split, g=g, **r))
     out.append(_facade("unmerged_stop", "unmerged-distilled", "heldout", target="stop"))
     out.append(_facade("unmerged_first", "unmerged-distilled", "heldout", target="first"))
+    # Added 2026-12-07 after the v2 calibration was frozen and reported: an audit-aware unmerged facade, its
+    # stop-word share rewarded only up to 0.3 per input (what keeps the audit's pile-up small), no weight
+    # structure to find. A held-out attack family; it sets nothing.
+    out.append(_facade("unmerged_stop_aware", "unmerged-distilled-aware", "heldout", target="stop", share_cap=0.3))
     return out
 
 
@@ -255,7 +259,7 @@ def build_unmerged(spec: Spec) -> None:
     from unmask.facade.unmerged import UnmergedConfig
 
     cfg = UnmergedConfig(steps=120, batch_size=16, max_length=64, checkpoint_every=20, eval_every=40,
-                         margin_weight=1.0)
+                         margin_weight=1.0, share_cap=spec.recipe.get("share_cap", 1.0))
     train_unmerged(f, load_task("sst2", "train"), load_task("sst2", "dev"), spec.recipe["target"],
                    ROOT / spec.name, cfg, progress=False, log=log)
 
@@ -302,8 +306,8 @@ def build(names: list[str] | None) -> None:
         if done(ROOT / spec.name):
             continue
         log(f"building {spec.name} ({spec.variant})")
-        fn = {"clean": build_clean}.get(spec.kind) or (build_unmerged if spec.variant == "unmerged-distilled"
-                                                       else build_variant)
+        unmerged = spec.variant.startswith("unmerged-distilled")
+        fn = {"clean": build_clean}.get(spec.kind) or (build_unmerged if unmerged else build_variant)
         _safely(fn, spec)
 
 
