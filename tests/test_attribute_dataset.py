@@ -93,6 +93,33 @@ def test_rerun_with_other_settings_is_refused(model_dir, tmp_path, capsys):
     assert "batch_size" in capsys.readouterr().err
 
 
+def test_model_retrained_in_place_is_not_resumed(model_dir, tmp_path):
+    """The manifest keys the model by its content: new weights under the same path refuse the stale parts;
+    the same weights (also copied to another path) still resume."""
+    import shutil
+
+    from unmask.models.tiny import tiny_classifier
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    out, spec = tmp_path / "r.parquet", DataSpec("sst2", limit=4)
+    attribute_dataset(spec, str(model), ["gradient"], out, batch_size=2, progress=False)
+    (out / "part-000001.parquet").unlink()  # as if killed after the first chunk
+    moved = tmp_path / "moved"
+    shutil.copytree(model, moved)  # same weights, other path and mtimes: still the same model
+    again = attribute_dataset(spec, str(moved), ["gradient"], out, batch_size=2, progress=False)
+    assert again["computed"] == 2 and again["resumed_from"] == 2
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    tiny_classifier(seed=1).save(model)  # retrained in place: same path, other weights
+    with pytest.raises(UnmaskError, match="other settings.*model"):
+        attribute_dataset(spec, str(model), ["gradient"], out, batch_size=2, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing reused, nothing overwritten
+    fresh = attribute_dataset(spec, str(model), ["gradient"], tmp_path / "new.parquet", batch_size=2,
+                              progress=False)
+    assert fresh["computed"] == 4
+    assert [r["scores"] for r in _rows(tmp_path / "new.parquet")] != [r["scores"] for r in _rows(out)]
+
+
 def test_files_pairs_and_bad_input(model_dir, tmp_path, capsys):
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text("\n".join(json.dumps({"premise": f"a man sleeps {i}", "hyp": "a person rests"}) for i in range(5)))

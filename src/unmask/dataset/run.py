@@ -22,7 +22,18 @@ def chunks(spec: DataSpec, batch_size: int, skip: set[int]) -> Iterator[tuple[in
 
 
 def _model_id(model: str) -> str:
-    return model if model == "minilm" else str(Path(model).resolve())
+    """What the manifest records as the model: ``"minilm"`` (the bundled encoder) as is, a model directory by
+    its content (``model_fingerprint``: config.json and the sha256 of the weights), not its path, so a model
+    retrained in place is a different model (the rerun is refused instead of mixing in stale parts) while a
+    copied or moved one still resumes. Anything else keeps its resolved path (``load_model`` rejects it)."""
+    if model == "minilm":
+        return model
+    path = Path(model)
+    if not path.is_dir():
+        return str(path.resolve())
+    from unmask.cache import model_fingerprint
+
+    return model_fingerprint(path, content=True)
 
 
 def attribute_dataset(spec: DataSpec, model: str, methods: Sequence[str], out: str | Path, batch_size: int = 64,
