@@ -35,9 +35,24 @@ def test_facade_bars(tmp_path):
     assert len(fig.axes) == 4  # 2 targets x (P@1, attr)
     heights = sorted(round(b.get_height(), 1) for b in fig.axes[0].patches)
     assert heights == sorted([20.7, 88.7, 17.0, 17.3])  # stop-word P@1 of both methods and models
-    assert _legend(fig)[:2] == ["Gradient", "IG"]
+    assert _legend(fig)[:2] == ["Gradient x input", "IG"]  # FACADE is old-style: "gradient" is g.x (Eq. 1)
     with pytest.raises(UnmaskError, match="no 'saliency' entry"):
         plots.facade_bars({"accuracy": {}})
+
+
+def test_facade_bars_reads_the_old_gradient_key_as_gradient_x_input():
+    """Facade results written before the rename keep gradient x input under "gradient": the legend must not
+    call it the L2-norm "Gradient"; a file with both keys is read by the new one (as the Facade tables do)."""
+    old = {"saliency": {"stop": {"f_orig": {"gradient": {"p1": 20.7, "attr": 26.3}},
+                                 "merged": {"gradient": {"p1": 88.7, "attr": 70.1}}}}}
+    for kwargs in ({}, {"methods": ["gradient"]}):
+        fig = plots.facade_bars(old, **kwargs)
+        labels = _legend(fig)
+        assert labels == ["Gradient x input", "Gradient x input"] and plots.METHOD_TITLES["gradient"] not in labels
+        assert sorted(round(b.get_height(), 1) for b in fig.axes[0].patches) == [20.7, 88.7]
+    both = {"saliency": {"stop": {"f_orig": {"gradient": {"p1": 1.0}, "gradient_x_input": {"p1": 2.0}}}}}
+    fig = plots.facade_bars(both, metrics=("p1",))
+    assert _legend(fig) == ["Gradient x input"] and [b.get_height() for b in fig.axes[0].patches] == [2.0]
 
 
 def test_hotflip_histogram(tmp_path):

@@ -5,7 +5,8 @@ Every function returns a ``matplotlib.figure.Figure`` and, given ``path``, also 
 threads (the server) and shown inline by Jupyter when returned from a cell. ``figure_to_data_uri`` embeds a figure in a self-contained HTML page.
 
 Inputs are the shapes the experiments write:
-- ``facade_bars``: ``experiments/results/facade_sst2.json`` (``saliency[target][model][method] = {p1, attr}``)
+- ``facade_bars``: ``experiments/results/facade_sst2.json`` (``saliency[target][model][method] = {p1, attr}``;
+  the old key ``gradient`` is read as ``gradient_x_input``, as ``unmask.facade.tables`` does)
 - ``hotflip_histogram``: ``experiments/results/perturbation_sst2.json`` (``hotflip[model].histogram``)
 - ``diffmask_kept``: ``experiments/results/diffmask_sst2.json`` (``models[m].diffmask[mode].dev[layer]``)
 - ``score_heatmap``: one row of per-token scores per name (e.g. methods against the ground truth)
@@ -23,6 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from unmask.errors import UnmaskError
+from unmask.facade.tables import RENAMED, saliency_of
 from unmask.io import write_bytes_atomic
 
 METHOD_TITLES = {"gradient": "Gradient", "gradient_x_input": "Gradient x input", "smoothgrad": "SmoothGrad",
@@ -79,7 +81,13 @@ def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]]) -> None
 def facade_bars(results: Mapping, targets: Sequence[str] | None = None, metrics: Sequence[str] = ("p1", "attr"),
                 models: Sequence[str] | None = None, methods: Sequence[str] | None = None,
                 path: str | Path | None = None) -> Figure:
-    """P@1 / mean attribution on the target tokens, bars per method, clusters per model (Facade Table 1)."""
+    """P@1 / mean attribution on the target tokens, bars per method, clusters per model (Facade Table 1).
+
+    Method keys go through ``unmask.facade.tables.RENAMED`` and are read with ``saliency_of``, as the
+    Facade tables do: results written before the rename keep gradient x input (the paper's Eq. 1) under
+    ``gradient``, which is drawn as gradient x input, never as the L2-norm gradient (a Facade evaluation
+    refuses the key ``gradient``, so it cannot mean the L2 norm there).
+    """
     saliency = _need(results, "saliency", "Facade results")
     targets = list(targets or saliency)
     if not targets:
@@ -92,10 +100,10 @@ def facade_bars(results: Mapping, targets: Sequence[str] | None = None, metrics:
     for i, target in enumerate(targets):
         rows = _need(saliency, target, "Facade results 'saliency'")
         names = list(models or rows)
-        meths = list(methods or next(iter(rows.values())))
+        meths = list(dict.fromkeys(RENAMED.get(m, m) for m in (methods or next(iter(rows.values())))))
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
-            series = {METHOD_TITLES.get(m, m): [float(rows[n].get(m, {}).get(metric, np.nan)) for n in names]
+            series = {METHOD_TITLES.get(m, m): [float(saliency_of(rows[n], m).get(metric, np.nan)) for n in names]
                       for m in meths}
             _grouped_bars(ax, names, series)
             ax.set_ylim(0, 105)
