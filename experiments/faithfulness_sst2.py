@@ -8,7 +8,12 @@ which of these measures expose the facade.
 Writes experiments/results/faithfulness_sst2.{json,md} (``--out`` changes the prefix), rewritten after every
 model: one ``unmask evaluate-methods`` table per model, each method's P@1 / Mean Attribution on the facade
 targets (stop words, first token), then per merged model and measure whether it exposes the facade. A model
-already in the JSON with the same weights file, inputs and settings is not evaluated again.
+already in the JSON with the same weights file, inputs and settings is not evaluated again. At the end, one
+figure per model, PREFIX_<model>.png: comprehensiveness vs the fraction of top tokens removed, a line per
+method and the random ordering (dashed), AOPC in the legend. ``--plot-only`` redraws the figures from
+PREFIX.json without loading a model:
+
+    python experiments/faithfulness_sst2.py --plot-only
 
 The first model of ``--models`` is the reference (f_orig); ``--targets`` gives each merged model's facade
 target. A method is *fooled* on a merged model when its P@1 on that target is >= 30 points above the
@@ -252,6 +257,44 @@ def write(results: dict, reference: str, targets: dict[str, str], out: str) -> N
     write_text_atomic(f"{out}.md", "\n".join(md) + "\n")
 
 
+def plot(results: dict, out: str) -> list[Path]:
+    """PREFIX_<model>.png per model of ``results`` (the JSON this script writes): each method's
+    comprehensiveness at every stored fraction (``methods[m].faithfulness``) and the random ordering's
+    (``random.faithfulness``, dashed black), drawn by ``unmask.report.plots.faithfulness_curves``. Models
+    without per-fraction values are left out; returns the files written."""
+    from unmask.report import plots
+
+    written = []
+    for name, r in results["models"].items():
+        chance = (r.get("random") or {}).get("faithfulness") or {}
+        per_method = {m: (v or {}).get("faithfulness") or {} for m, v in r.get("methods", {}).items()}
+        fractions = chance.get("fractions") or next((f["fractions"] for f in per_method.values()
+                                                     if f.get("fractions")), None)
+        curves = {m: f["comprehensiveness"] for m, f in per_method.items()
+                  if f.get("fractions") == fractions and f.get("comprehensiveness")}
+        if not fractions or not curves:
+            print(f"[faithfulness] {name}: no per-fraction comprehensiveness, no figure", flush=True)
+            continue
+        if chance.get("comprehensiveness") and chance.get("fractions", fractions) == fractions:
+            curves["random ordering"] = chance["comprehensiveness"]
+        curves = {m: [np.nan if v is None else v for v in values] for m, values in curves.items()}  # JSON null = NaN
+        fig = plots.faithfulness_curves(
+            fractions, curves, ylabel="comprehensiveness",
+            title=f"{name}: comprehensiveness, SST-2 (first {results.get('n', '?')} dev)")
+        ax = fig.axes[0]
+        for line in ax.get_lines():
+            if line.get_label().startswith("random ordering ("):
+                line.set(color="black", linestyle="--", marker="x", zorder=3)
+        ax.set_xlabel(f"fraction of top tokens {'removed' if r.get('mode', 'remove') == 'remove' else 'masked'}"
+                      + (f" (ranked by {r['rank_by']} score)" if r.get("rank_by") else ""))
+        ax.set_ylabel("comprehensiveness (drop in p(y))")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        path = Path(f"{out}_{name}.png")
+        plots.save_figure(fig, path)
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
 
@@ -272,7 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=OUT, help="output prefix: writes PREFIX.json and PREFIX.md (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plot-only", action="store_true",
+                   help="only redraw PREFIX_<model>.png from PREFIX.json (no model is loaded or evaluated)")
     args = p.parse_args(argv)
+    if args.plot_only:
+        source = Path(f"{args.out}.json")
+        if not source.is_file():
+            raise SystemExit(f"error: {source} not found: nothing to plot")
+        written = plot(json.loads(source.read_text()), args.out)
+        print("wrote " + (", ".join(map(str, written)) or "no figure"))
+        return 0
     models = parse_pairs(args.models, "--models")
     targets = parse_pairs(args.targets, "--targets")
     if args.n < 1 or args.randomization_n < 0:
@@ -312,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         results["models"][name] = r
         write(results, reference, targets, args.out)
     write(results, reference, targets, args.out)
-    print(f"wrote {args.out}.json and {args.out}.md")
+    written = plot(json.loads(Path(f"{args.out}.json").read_text()), args.out)
+    print(f"wrote {args.out}.json, {args.out}.md" + "".join(f", {p}" for p in written))
     return 0
 
 

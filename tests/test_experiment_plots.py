@@ -26,7 +26,7 @@ def load(name: str):
 def calls(monkeypatch):
     """Wrap the shared plotting functions to record how the experiments call them."""
     seen = []
-    for name in ("hotflip_histogram", "diffmask_kept", "score_heatmap"):
+    for name in ("hotflip_histogram", "diffmask_kept", "score_heatmap", "faithfulness_curves"):
         real = getattr(plots, name)
 
         def wrapper(*args, _real=real, _name=name, **kwargs):
@@ -113,3 +113,44 @@ def test_diffmask_toy_plot(tmp_path, calls):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["4", "1", "7", "4"]
     assert [t.get_text() for t in ax.get_yticklabels()] == list(rows)
     assert ax.get_title() == "query: more 7 than 4? (rows scaled to max 1)"
+
+
+def test_faithfulness_sst2_plot(tmp_path, calls):
+    exp = load("faithfulness_sst2")
+    fractions = [0.01, 0.1, 0.5]
+
+    def model(ig, grad):
+        return {"mode": "remove", "rank_by": "signed",
+                "random": {"faithfulness": {"fractions": fractions, "comprehensiveness": [0.0, 0.05, 0.1]}},
+                "methods": {"integrated_gradients": {"faithfulness": {"fractions": fractions, "comprehensiveness": ig}},
+                            "gradient_x_input": {"faithfulness": {"fractions": fractions,
+                                                                  "comprehensiveness": grad}}}}
+
+    results = {"n": 10, "models": {"f_orig": model([0.2, 0.4, 0.6], [0.1, 0.2, 0.3]),
+                                   "merged_stop": model([0.2, 0.4, 0.6], [0.0, None, 0.05]),
+                                   "broken": {"methods": {}, "random": {}}}}  # no per-fraction values: no figure
+    prefix = str(tmp_path / "faith")
+    written = exp.plot(results, prefix)
+    assert written == [tmp_path / "faith_f_orig.png", tmp_path / "faith_merged_stop.png"]
+    for png in written:
+        _png(png)
+    assert [c[0] for c in calls] == ["faithfulness_curves"] * 2
+    _, args, kwargs, fig = calls[0]
+    assert list(args[0]) == fractions and kwargs["title"].startswith("f_orig: comprehensiveness")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "IG (AOPC 0.400)", "Gradient x input (AOPC 0.200)", "random ordering (AOPC 0.050)"]
+    random_line = ax.get_lines()[2]
+    np.testing.assert_allclose(random_line.get_ydata(), [0.0, 0.05, 0.1])
+    assert random_line.get_linestyle() == "--"
+    assert np.isnan(calls[1][3].axes[0].get_lines()[1].get_ydata()[1])  # JSON null drawn as a gap
+
+    import json
+
+    (tmp_path / "faith.json").write_text(json.dumps(results))
+    for png in written:
+        png.unlink()
+    assert exp.main(["--plot-only", "--out", prefix]) == 0  # redraw from the JSON, no model loaded
+    assert all(png.is_file() for png in written) and len(calls) == 4
+    with pytest.raises(SystemExit, match="not found"):
+        exp.main(["--plot-only", "--out", str(tmp_path / "missing")])
