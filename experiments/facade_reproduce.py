@@ -2,27 +2,46 @@
 
     python experiments/facade_reproduce.py --task sst2
     python experiments/facade_reproduce.py --task rte
+    python experiments/facade_reproduce.py --task sst2 --plot-only   # redraw facade_sst2.png from the JSON
 
 Needs the fine-tuned predictive model (``unmask train --task TASK --out runs/TASK``). Every stage
 (g_ft, g_stop, rp, merges, evaluations) is cached under runs/facade/TASK and resumed after a kill.
-Writes experiments/results/facade_TASK.json and .md.
+Writes experiments/results/facade_TASK.json, .md and .png (Table 2 as bars: P@1 / mean attribution per
+method and model, one row per target, drawn by ``unmask.report.plots.facade_bars``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from facade_models import command_line
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from facade_models import command_line  # noqa: E402
 
-from unmask.facade.evaluate import EvalConfig
-from unmask.facade.objective import FacadeObjective
-from unmask.facade.pipeline import FacadePipeline, PipelineConfig
-from unmask.facade.tables import RENAMED, facade_markdown
-from unmask.facade.train import FacadeConfig
-from unmask.io import write_json_atomic, write_text_atomic
+from unmask.facade.evaluate import EvalConfig  # noqa: E402
+from unmask.facade.objective import FacadeObjective  # noqa: E402
+from unmask.facade.pipeline import FacadePipeline, PipelineConfig  # noqa: E402
+from unmask.facade.tables import RENAMED, facade_markdown  # noqa: E402
+from unmask.facade.train import FacadeConfig  # noqa: E402
+from unmask.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def plot(results: dict, path: Path) -> Path:
+    """Table 2 of ``results`` (the JSON this script writes) as bars through ``plots.facade_bars``: P@1 and
+    mean attribution on each target, a bar per method, a cluster per model. Results written before the
+    rename keep gradient x input under "gradient"; facade_bars labels it gradient x input."""
+    from unmask.report.plots import facade_bars, save_figure
+
+    fig = facade_bars(results)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    for ax in fig.axes:  # one legend above the panels instead of one per panel over the bars
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(labels), fontsize=9)
+    save_figure(fig, path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--suffix", default="", help="write facade_TASK_SUFFIX.* (variants beside the main table)")
+    p.add_argument("--plot-only", action="store_true",
+                   help="only redraw facade_TASK[_SUFFIX].png from the results JSON (nothing is trained or evaluated)")
     args = p.parse_args(argv)
+    stem = f"facade_{args.task}" + (f"_{args.suffix}" if args.suffix else "")
+    if args.plot_only:
+        source = RESULTS / f"{stem}.json"
+        if not source.is_file():
+            raise SystemExit(f"error: {source} not found: nothing to plot")
+        print(f"figure written to {plot(json.loads(source.read_text()), RESULTS / f'{stem}.png')}")
+        return 0
     objective = FacadeObjective(lambda_g=args.lambda_g, entropy_weight=args.entropy_weight,
                                 agreement_weight=0.0 if args.paper_objective else args.agreement_weight,
                                 margin_weight=0.0 if args.paper_objective else args.margin_weight,
@@ -73,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line("facade_reproduce.py", argv)
     results = FacadePipeline(config).run(command)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"facade_{args.task}" + (f"_{args.suffix}" if args.suffix else "")
     json_path = write_json_atomic(RESULTS / f"{stem}.json", results)
     md_path = write_text_atomic(RESULTS / f"{stem}.md", facade_markdown(results))
-    print(f"results written to {json_path} and {md_path}")
+    png_path = plot(json.loads(json_path.read_text()), RESULTS / f"{stem}.png")  # as --plot-only reads it
+    print(f"results written to {json_path}, {md_path} and {png_path}")
     return 0
 
 

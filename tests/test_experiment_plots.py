@@ -26,7 +26,7 @@ def load(name: str):
 def calls(monkeypatch):
     """Wrap the shared plotting functions to record how the experiments call them."""
     seen = []
-    for name in ("hotflip_histogram", "diffmask_kept", "score_heatmap", "faithfulness_curves"):
+    for name in ("hotflip_histogram", "diffmask_kept", "score_heatmap", "faithfulness_curves", "facade_bars"):
         real = getattr(plots, name)
 
         def wrapper(*args, _real=real, _name=name, **kwargs):
@@ -154,3 +154,30 @@ def test_faithfulness_sst2_plot(tmp_path, calls):
     assert all(png.is_file() for png in written) and len(calls) == 4
     with pytest.raises(SystemExit, match="not found"):
         exp.main(["--plot-only", "--out", str(tmp_path / "missing")])
+
+
+def test_facade_reproduce_plot(tmp_path, calls, monkeypatch):
+    exp = load("facade_reproduce")
+    monkeypatch.setattr(exp, "RESULTS", tmp_path)
+    results = {"task": "sst2", "saliency": {  # written before the rename: "gradient" is gradient x input
+        "ft": {"f_orig": {"gradient": {"p1": 7.3, "attr": 5.7}, "integrated_gradients": {"p1": 5.3, "attr": 4.9}},
+               "merged": {"gradient": {"p1": 99.7, "attr": 68.9}, "integrated_gradients": {"p1": 9.7, "attr": 8.3}}},
+        "stop": {"f_orig": {"gradient": {"p1": 20.7, "attr": 26.3}, "integrated_gradients": {"p1": 17.0, "attr": 24.6}},
+                 "merged": {"gradient": {"p1": 88.7, "attr": 70.1}, "integrated_gradients": {"p1": 17.3, "attr": 24.9}}}}}
+    png = tmp_path / "facade.png"
+    assert exp.plot(results, png) == png
+    _png(png)
+    [(name, args, _, fig)] = calls
+    assert name == "facade_bars" and args[0] is results
+    assert len(fig.axes) == 4 and not any(ax.get_legend() for ax in fig.axes)  # one legend for the figure
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Gradient x input", "IG"]
+    assert sorted(round(b.get_height(), 1) for b in fig.axes[0].patches) == [5.3, 7.3, 9.7, 99.7]
+
+    import json
+
+    (tmp_path / "facade_sst2.json").write_text(json.dumps(results))
+    assert exp.main(["--task", "sst2", "--plot-only"]) == 0  # redraw from the JSON: nothing trained
+    _png(tmp_path / "facade_sst2.png")
+    assert len(calls) == 2
+    with pytest.raises(SystemExit, match="facade_rte_x.json not found"):
+        exp.main(["--task", "rte", "--suffix", "x", "--plot-only"])
