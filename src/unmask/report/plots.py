@@ -29,7 +29,7 @@ from unmask.io import write_bytes_atomic
 
 METHOD_TITLES = {"gradient": "Gradient", "gradient_x_input": "Gradient x input", "smoothgrad": "SmoothGrad",
                  "integrated_gradients": "IG", "leave_one_out": "Leave-one-out", "attention": "Attention",
-                 "attention_rollout": "Attention rollout"}
+                 "attention_rollout": "Attention rollout", "lime": "LIME", "kernel_shap": "KernelSHAP"}
 TARGET_TITLES = {"ft": "first token", "stop": "stop words"}
 METRIC_TITLES = {"p1": "P@1 (%)", "attr": "mean attribution (%)"}
 
