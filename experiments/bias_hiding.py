@@ -25,14 +25,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from jsonl_cache import JsonlCache, fingerprint  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from unmask.errors import UnmaskError  # noqa: E402
 from unmask.facade.tables import PAPER_METHODS, saliency_of  # noqa: E402
+from unmask.jsonl_cache import JsonlCache, weights_stamp  # noqa: E402
 
 ROOT = HERE.parent
 LABELS = ["negative", "positive"]
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
 
     examples = sets["biased_dev"][: args.limit] if args.limit else sets["biased_dev"]
     methods = paper_methods(EvalConfig())
-    cache_config = {"f": str(f_dir), "f_weights": fingerprint(f_dir), "correlation": args.correlation,
+    cache_config = {"f": str(f_dir), "f_weights": weights_stamp(f_dir), "correlation": args.correlation,
                     "seed": args.seed}
     ga: dict = {m: {} for m in methods}
     sa: dict = {m: {} for m in methods}
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
             if model is None:
                 ga[meth][name] = sa[meth][name] = None
                 continue
-            config = dict(cache_config, facade=str(facade_dir), facade_weights=fingerprint(facade_dir)) \
+            config = dict(cache_config, facade=str(facade_dir), facade_weights=weights_stamp(facade_dir)) \
                 if name == "merged_stop" else cache_config
             recs = attributions(model, name, meth, method, examples, work / "attributions", args.chunk, config)
             ga[meth][name] = gender_attribution(recs)
@@ -258,4 +258,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UnmaskError as e:  # e.g. a cache made with other settings
+        sys.exit(f"bias_hiding: {e}")

@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from jsonl_cache import JsonlCache, fingerprint, read_jsonl  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
+
+from unmask.errors import UnmaskError  # noqa: E402
+from unmask.jsonl_cache import JsonlCache, read_jsonl, weights_stamp  # noqa: E402
 
 ROOT = HERE.parent
 PAPER = {  # Facade paper, Table 4 (Sentiment / NLI rows) and Section 5.3
@@ -148,7 +149,7 @@ def compute(args, dirs: dict[str, Path], parts: list[str]) -> None:
         t0 = time.time()
         model = load_model(dirs[name])
         model.model.to(torch.float32)
-        ident = {"model": str(dirs[name]), "weights": fingerprint(dirs[name]), "seed": args.seed}
+        ident = {"model": str(dirs[name]), "weights": weights_stamp(dirs[name]), "seed": args.seed}
         if "reduce" in parts and name in NEEDS["reduce"]:
             for beam in beams:
                 rank = {"rank": args.beam_rank} if beam > 1 else {}  # one child per step: no ranking
@@ -351,4 +352,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UnmaskError as e:  # e.g. a cache made with other settings
+        sys.exit(f"perturbation: {e}")

@@ -80,19 +80,6 @@ def test_stage_state(tmp_path):
     assert stage_state(d, "x") == "done"
 
 
-def test_experiments_jsonl_cache_uses_the_library_stamp(tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
-    try:
-        from jsonl_cache import fingerprint
-    finally:
-        sys.path.pop(0)
-    d = tiny_classifier(seed=0).save(tmp_path / "m")
-    assert fingerprint(d) == file_stamp(d / "model.safetensors") and fingerprint(tmp_path) == "missing"
-
-
 # ----------------------------------------------------------------------------------- the Facade pipeline
 def run_pipeline(tmp_path, lr: float = 1e-4):
     from unmask.facade.evaluate import EvalConfig
