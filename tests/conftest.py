@@ -9,6 +9,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_precision_probe: let precision='auto' time the real bf16 probe")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_auto_precision(request, monkeypatch):
+    """precision="auto" times a bf16 probe on CPUs with native bf16; on a tiny model that verdict is timing
+    noise (a clean-clone CI run once chose bf16 and a float32-reference test failed). Each test gets a
+    planted probe with no speed-up (auto = float32) unless marked ``real_precision_probe``; tests of the
+    rule plant their own."""
+    if request.node.get_closest_marker("real_precision_probe"):
+        return
+    from unmask.attribution import precision as prec
+
+    monkeypatch.setattr(prec, "_PROBES", {})
+    monkeypatch.setattr(prec, "_measure", lambda model: prec.Probe(1.0, 1.0, 0.01, 1.0))
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """A 2-layer, 32-hidden random BERT classifier with MiniLM's tokenizer (float32)."""

@@ -117,7 +117,7 @@ def test_path_rows_match_materialized_rows(tiny_model_f64):
 def test_smoothgrad_bfloat16_is_close_to_float32_with_the_same_noise(tiny_model):
     batch = tiny_model.encode(TEXTS)
     target = torch.tensor([1, 0, 1, 0])
-    fp32 = SmoothGrad(samples=4)
+    fp32 = SmoothGrad(samples=4, precision="float32")  # not "auto": that may pick bf16 on this CPU
     noise = fp32.example_noise(batch, tiny_model.embed(batch.input_ids).detach())
     ours, _ = fp32.attribute(tiny_model, batch, target, noise=noise)
     bf16, _ = SmoothGrad(samples=4, precision="bfloat16").attribute(tiny_model, batch, target, noise=noise)

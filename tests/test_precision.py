@@ -132,6 +132,7 @@ def test_detector_reads_cpu_flags(monkeypatch):
     assert not prec.cpu_has_native_bf16()
 
 
+@pytest.mark.real_precision_probe
 def test_real_probe_on_the_tiny_model(tiny_model, probes):
     p = prec.probe(tiny_model)
     assert p.float32_seconds > 0 and p.bfloat16_seconds > 0
