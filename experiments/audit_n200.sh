@@ -1,7 +1,8 @@
 #!/bin/bash
 # Held-out clean zoo models (and two held-out facades) audited at the CLI default n=200 (calibration is at n=40)
+set -u
+cd "$(dirname "$0")/.."
 mkdir -p runs/audit200
-cd /work/main
 for m in sst2_s1_16k:sst2 rte_s1:rte lstm_s0:sst2 roberta_scratch_s0:sst2 distilbert_scratch_s0:sst2 minilm4_s0:sst2 bert_scratch_s1:sst2 rp_s0:sst2 unmerged_stop:sst2 unmerged_first:sst2; do
   name=${m%%:*}; data=${m##*:}
   [ -f runs/audit200/$name.json ] && continue
