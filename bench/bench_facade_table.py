@@ -35,14 +35,11 @@ def parse_named(specs: list[str], flag: str) -> list[tuple[str, str]]:
 
 def check_apart(f, g, texts: list[str]) -> float:
     """max |dense merge(f, g) - (f + g run apart)| logit on ``texts`` (the equivalence the timing relies on)."""
-    from unmask.attribution.explain import predict_batch
+    from unmask.facade.conceal import logit_change
     from unmask.facade.merge import merge
     from unmask.facade.summed import SummedModel
 
-    dense, apart = merge(f, g), SummedModel(f, g)
-    a = predict_batch(dense, dense.encode(texts), 2048)
-    b = predict_batch(apart, apart.encode(texts), 2048)
-    return float((a - b).abs().max())
+    return logit_change(merge(f, g), SummedModel(f, g), texts)["max_logit_change"]
 
 
 def main(argv: list[str] | None = None) -> int:
