@@ -25,8 +25,8 @@ from torch import nn
 
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
-from unmask.facade.model import check_bert
 from unmask.models.classifier import TextClassifier
+from unmask.models.encoder_layout import architecture, encoder_layout
 
 NOISE_WHERE = ("zeros", "all")
 
@@ -37,11 +37,22 @@ def _heads_rows(heads: torch.Tensor, dims: list[torch.Tensor], head_size: int) -
     return torch.cat([int(h) * head_size + d for h, d in zip(heads, dims)])
 
 
-def _permuted_state(model: nn.Module, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The permuted state dict of a BERT classifier and the hidden permutation p (new unit i = old p[i])."""
-    cfg = model.config
-    hidden, n_heads, n_layers = int(cfg.hidden_size), int(cfg.num_attention_heads), int(cfg.num_hidden_layers)
-    head_size = hidden // n_heads
+def _permuted_state(model: TextClassifier, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The permuted state dict of a transformer encoder classifier and the hidden permutation p (new unit
+    i = old p[i]).
+
+    The parts are found by ``unmask.models.encoder_layout`` (no module paths of one family): every embedding
+    table (columns by p), each layer's Q/K (rows by head and head dims), V / attention output, FFN in / out,
+    every norm inside the encoder (by p), the readout Linears (BERT's pooler, RoBERTa's ``classifier.dense``,
+    DistilBERT's ``pre_classifier``) and the classifier's columns. A floating-point parameter none of these
+    covers is an ``UnmaskError`` naming it and the architecture: permuting what is not understood could
+    change the function. Draw order (p, per layer heads / Q-K dims / V-O dims / FFN, readout) is that of the
+    BERT-only version, so seeds give the same permutations as before.
+    """
+    hf = model.model
+    layout = encoder_layout(model, "cannot permute")
+    arch = architecture(model)
+    hidden, n_heads, head_size = layout.hidden, layout.heads, layout.head_size
     gen = torch.Generator().manual_seed(int(seed))
 
     def perm(n: int) -> torch.Tensor:
@@ -49,44 +60,47 @@ def _permuted_state(model: nn.Module, seed: int) -> tuple[dict[str, torch.Tensor
 
     p = perm(hidden)
     layers = []
-    for _ in range(n_layers):
+    for *_, up, _down in layout.layers:
         heads = perm(n_heads)
         qk = _heads_rows(heads, [perm(head_size) for _ in range(n_heads)], head_size)
         vo = _heads_rows(heads, [perm(head_size) for _ in range(n_heads)], head_size)
-        layers.append((qk, vo, perm(int(cfg.intermediate_size))))
-    pooler = perm(hidden)
+        layers.append((qk, vo, perm(up.out_features)))
+    readouts = [perm(hidden) for _ in layout.readout] or [perm(hidden)]  # one draw even without a readout
 
-    def rule(key: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(row order, column order) of a parameter; None keeps that axis."""
-        name = key.rsplit(".", 1)[0]
-        if name.startswith("bert.embeddings.") and name.endswith("_embeddings"):
-            return None, p
-        if name.endswith("LayerNorm"):
-            return p, None
-        if name == "bert.pooler.dense":
-            return pooler, p
-        if name == "classifier":
-            return None, pooler
-        parts = name.split(".")
-        if parts[:3] == ["bert", "encoder", "layer"] and len(parts) > 4:
-            qk, vo, ffn = layers[int(parts[3])]
-            table = {"attention.self.query": (qk, p), "attention.self.key": (qk, p),
-                     "attention.self.value": (vo, p), "attention.output.dense": (p, vo),
-                     "intermediate.dense": (ffn, p), "output.dense": (p, ffn)}
-            sub = ".".join(parts[4:])
-            if sub in table:
-                return table[sub]
-        raise UnmaskError(f"cannot permute: no permutation rule for parameter {key!r}")
+    rules: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}  # id(parameter) -> (rows, cols)
 
+    def linear(m: nn.Linear, rows, cols) -> None:
+        rules[id(m.weight)] = (rows, cols)
+        if m.bias is not None:
+            rules[id(m.bias)] = (rows, None)
+
+    for (q, k, v, o, up, down), (qk, vo, ffn) in zip(layout.layers, layers):
+        for m, rows, cols in ((q, qk, p), (k, qk, p), (v, vo, p), (o, p, vo), (up, ffn, p), (down, p, ffn)):
+            linear(m, rows, cols)
+    source = p
+    for m, rows in zip(layout.readout, readouts):
+        linear(m, rows, source)
+        source = rows
+    linear(layout.classifier, None, source)
+    for module in [layout.embeddings, *layout.layer_modules]:
+        for sub in module.modules():
+            if isinstance(sub, nn.Embedding):
+                rules[id(sub.weight)] = (None, p)
+            elif not isinstance(sub, nn.Linear):  # norms: every direct parameter one value per hidden unit
+                for w in sub.parameters(recurse=False):
+                    if w.shape == (hidden,):
+                        rules[id(w)] = (p, None)
+
+    params = dict(hf.named_parameters())
     state = {}
-    for key, value in model.state_dict().items():
+    for key, value in hf.state_dict().items():
         if not value.is_floating_point():  # position_ids and other index buffers
             state[key] = value.clone()
             continue
-        rows, cols = rule(key)
-        if key.endswith(".bias"):
-            state[key] = value[rows].clone() if rows is not None else value.clone()
-            continue
+        rule = rules.get(id(params[key])) if key in params else None
+        if rule is None:
+            raise UnmaskError(f"cannot permute {arch}: no permutation rule for parameter {key!r}")
+        rows, cols = rule
         out = value[rows] if rows is not None else value
         state[key] = (out[:, cols] if cols is not None else out).clone()
     return state, p
@@ -94,17 +108,18 @@ def _permuted_state(model: nn.Module, seed: int) -> tuple[dict[str, torch.Tensor
 
 @torch.no_grad()
 def permute_hidden(model: TextClassifier, seed: int) -> TextClassifier:
-    """The same function with hidden units, heads (and head dims), FFN and pooler units permuted.
+    """The same function with hidden units, heads (and head dims), FFN and readout (pooler) units permuted.
 
-    Works on any BERT classifier: ordinary LayerNorm stays ordinary (a permutation commutes with it);
-    split LayerNorm groups are mapped to the permuted unit indices and recorded in the config.
+    Works on transformer encoder classifiers of the BERT shape whatever their module names (BERT, RoBERTa,
+    DistilBERT, ELECTRA, merged models); another architecture gets one ``UnmaskError`` naming it. Ordinary
+    LayerNorm stays ordinary (a permutation commutes with it); split LayerNorm groups are mapped to the
+    permuted unit indices and recorded in the config.
     """
     from unmask.facade.modeling_merged import MergedBertForSequenceClassification, layernorm_groups, \
         set_layernorm_groups
 
-    check_bert(model, "model to permute")
     hf = model.model
-    state, p = _permuted_state(hf, seed)
+    state, p = _permuted_state(model, seed)
     config = copy.deepcopy(hf.config)
     groups = layernorm_groups(config)
     if groups is not None:

@@ -8,13 +8,10 @@ LayerNorm groups) and take its connected components. An honest transformer with 
 one component; a merged model is two or more, and each component's share of the logits and of the input
 gradient can then be measured apart.
 
-No module paths of one family: the transformer layers are the model adapter's
-``hidden_state_modules()`` (``models/adapter.py``); inside a layer the hidden x hidden Linears in
-registration order are Q, K, V and the attention output, a hidden -> I / I -> hidden pair is the
-feed-forward block; outside the layers the hidden x hidden Linears are the readout and the last Linear
-with one output per label is the classifier; every LayerNorm over the hidden units couples its groups.
-That is BERT's structure (and RoBERTa's, DistilBERT's) without its attribute names. Superseded as a
-detector by ``unmask.audit.structure`` (robust to noise on the zero blocks and to ordinary LayerNorm).
+No module paths of one family: layers, attention and feed-forward Linears, readout and classifier are
+found by ``unmask.models.encoder_layout`` (shapes and registration order); every LayerNorm over the hidden
+units couples its groups. Superseded as a detector by ``unmask.audit.structure`` (robust to noise on the
+zero blocks and to ordinary LayerNorm).
 """
 from __future__ import annotations
 
@@ -24,8 +21,8 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
-from unmask.errors import UnmaskError
 from unmask.models.classifier import TextClassifier
+from unmask.models.encoder_layout import attention_and_ffn, readout_and_classifier, transformer_layers
 from unmask.models.split_layernorm import SplitLayerNorm
 
 
@@ -40,44 +37,15 @@ def _layernorm_groups(module: nn.Module, hidden: int) -> list[np.ndarray]:
     return [np.arange(hidden)]
 
 
-def _linears(module: nn.Module) -> list[nn.Linear]:
-    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+WHAT = "structural facade detection"
 
 
 def _layers(model: TextClassifier) -> list[nn.Module]:
-    """The transformer layers, from the adapter (``hidden_state_modules()``: embeddings, then layers)."""
-    if not hasattr(model, "hidden_state_modules"):
-        raise UnmaskError(f"structural facade detection needs a transformer classifier; "
-                          f"{type(model).__name__} has no hidden_state_modules()")
-    return list(model.hidden_state_modules())[1:]
+    return transformer_layers(model, WHAT)
 
 
 def _classifier(model: TextClassifier, layers: list[nn.Module]) -> tuple[list[nn.Linear], nn.Linear]:
-    """(readout hidden x hidden Linears outside the layers, in order; the classifier Linear)."""
-    hidden = int(model.model.config.hidden_size)
-    inside = {id(m) for layer in layers for m in _linears(layer)}
-    outside = [m for m in _linears(model.model) if id(m) not in inside]
-    classifier = next((m for m in reversed(outside) if m.out_features == model.num_labels), None)
-    if classifier is None or classifier.in_features != hidden:
-        raise UnmaskError(f"structural facade detection: no classifier Linear reading the {hidden} hidden "
-                          f"units with {model.num_labels} outputs found")
-    readout = [m for m in outside if m is not classifier and m.in_features == hidden and m.out_features == hidden]
-    return readout, classifier
-
-
-def _attention_and_ffn(layer: nn.Module, hidden: int, index: int):
-    """(Q, K, V, O, FFN in, FFN out) Linears of one layer, by shape and registration order."""
-    lins = _linears(layer)
-    hh = [m for m in lins if m.in_features == hidden and m.out_features == hidden]
-    up = [m for m in lins if m.in_features == hidden and m.out_features != hidden]
-    down = [m for m in lins if m.out_features == hidden and m.in_features != hidden]
-    if len(hh) == 6 and not up and not down:  # intermediate size == hidden
-        hh, up, down = hh[:4], hh[4:5], hh[5:]
-    if len(hh) != 4 or len(up) != 1 or len(down) != 1 or up[0].out_features != down[0].in_features:
-        raise UnmaskError(f"structural facade detection: layer {index} is not a Q/K/V/output attention block "
-                          f"and a feed-forward block ({len(hh)} {hidden}x{hidden} Linears, {len(up)} up, "
-                          f"{len(down)} down)")
-    return (*hh, up[0], down[0])
+    return readout_and_classifier(model, layers, WHAT)
 
 
 def hidden_unit_graph(model: TextClassifier, rel_tol: float = 1e-6) -> np.ndarray:
@@ -99,7 +67,7 @@ def hidden_unit_graph(model: TextClassifier, rel_tol: float = 1e-6) -> np.ndarra
             couple(_layernorm_groups(m, hidden))
     head = hidden // heads
     for i, layer in enumerate(layers):
-        query, key, value, output, up, down = _attention_and_ffn(layer, hidden, i)
+        query, key, value, output, up, down = attention_and_ffn(layer, hidden, i, WHAT)
         for lin in (query, key, value, output):
             adj |= _nonzero(lin.weight, rel_tol)
         # query and key of one head interact through their dot product; so do value dims of a head
