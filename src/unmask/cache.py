@@ -41,6 +41,52 @@ def canonical_json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=plain, allow_nan=True)
 
 
+class _FieldsOmittedAtDefault:
+    """A dataclass's ``__dataclass_fields__``: every field on the class; on an instance, every field except
+    those that hold their default while their ``when`` predicate holds. ``dataclasses.fields`` of an instance,
+    and so ``asdict``, ``replace`` and ``canonical_json``, read the instance's view (an omitted field is at its
+    default, so ``replace`` rebuilds it exactly)."""
+
+    def __init__(self, fields: dict, when: dict) -> None:
+        self.fields, self.when = fields, when
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self.fields
+        return {k: f for k, f in self.fields.items()
+                if not (k in self.when and getattr(obj, k) == f.default and self.when[k](obj))}
+
+
+def omit_at_default(**when):
+    """Class decorator (above ``@dataclass``): leave field ``name`` out of ``asdict`` (so out of a run's
+    settings, ``canonical_json`` and every fingerprint of them) while it holds its default value and, if
+    ``when[name]`` is a predicate rather than ``True``, ``when[name](obj)`` holds (e.g. "its term is off").
+
+    For fields added to a settings dataclass after runs, checkpoints or caches were keyed on it: at the
+    default the new field changes nothing, so the old keys stay valid (older checkpoints resume, cached stages
+    are reused), and a field that is used is always recorded with its value (a later change of its default
+    cannot alias two configurations that differ in effect). Used by ``FacadeObjective`` and
+    ``UnmergedConfig``.
+    """
+    bad = [n for n, w in when.items() if w is not True and not callable(w)]
+    if bad:
+        raise TypeError(f"omit_at_default: give True or a predicate for {bad}")
+    predicates = {n: (_always if w is True else w) for n, w in when.items()}
+
+    def wrap(cls):
+        fields = cls.__dict__["__dataclass_fields__"]
+        unknown = [n for n in predicates if n not in fields]
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no fields {unknown}")
+        cls.__dataclass_fields__ = _FieldsOmittedAtDefault(fields, predicates)
+        return cls
+    return wrap
+
+
+def _always(obj) -> bool:
+    return True
+
+
 def settings_fingerprint(settings) -> str:
     """sha256 of the canonical JSON of ``settings`` (a dict, a dataclass, lists of them ...)."""
     return _sha256(canonical_json(settings).encode())

@@ -44,46 +44,13 @@ from dataclasses import dataclass
 
 import torch
 
+from unmask.cache import omit_at_default
 from unmask.errors import UnmaskError
 
 ATTRIBUTION_OPS = ("dot", "l2")
 NORMS = ("l1", "l2", "none")
 MAGNITUDE_BASELINES = ("mask", "zero")
 ATTRIBUTION_GOALS = ("share", "top1")
-
-
-class _FieldsOmittingUnused:
-    """A dataclass's ``__dataclass_fields__``: every field on the class; on an instance, every field except
-    those that hold their default while their ``omit`` predicate (term off) holds. ``dataclasses.fields``
-    of an instance, and so ``asdict`` and ``replace``, read the instance's view (an omitted field is at its
-    default, so ``replace`` rebuilds it exactly)."""
-
-    def __init__(self, fields: dict, omit: dict) -> None:
-        self.fields, self.omit = fields, omit
-
-    def __get__(self, obj, cls=None):
-        if obj is None:
-            return self.fields
-        return {k: f for k, f in self.fields.items()
-                if not (k in self.omit and getattr(obj, k) == f.default and self.omit[k](obj))}
-
-
-def omit_unused(**omit):
-    """Class decorator (above ``@dataclass``): leave field ``name`` out of ``asdict`` while it holds its
-    default and ``omit[name](obj)`` is true.
-
-    For fields added to a dataclass whose ``asdict`` keys cached stages: with the predicate true when the
-    field has no effect (its term is off), old fingerprints stay valid, and a used field is always recorded
-    with its value (a later change of its default cannot alias two configurations that differ in effect).
-    """
-    def wrap(cls):
-        fields = cls.__dict__["__dataclass_fields__"]
-        unknown = [n for n in omit if n not in fields]
-        if unknown:
-            raise TypeError(f"{cls.__name__} has no fields {unknown}")
-        cls.__dataclass_fields__ = _FieldsOmittingUnused(fields, dict(omit))
-        return cls
-    return wrap
 
 
 def _magnitude_off(o) -> bool:
@@ -94,14 +61,14 @@ def _share_goal(o) -> bool:
     return o.attribution_goal == "share"
 
 
-# Fields added after stage fingerprints were keyed on asdict(FacadeObjective): left out while their term is off.
+# Fields added after stage fingerprints were keyed on asdict(FacadeObjective): left out while at their default
+# and their term is off (True: whenever at the default), so those fingerprints stay valid.
 OMITTED_WHEN_OFF = {"magnitude_weight": _magnitude_off, "magnitude_cap": _magnitude_off,
                     "magnitude_baseline": _magnitude_off, "attribution_goal": _share_goal, "top1_margin": _share_goal,
-                    "share_cap": lambda o: True, "path_weight": lambda o: True,
-                    "path_alpha_max": lambda o: o.path_weight == 0}
+                    "share_cap": True, "path_weight": True, "path_alpha_max": lambda o: o.path_weight == 0}
 
 
-@omit_unused(**OMITTED_WHEN_OFF)
+@omit_at_default(**OMITTED_WHEN_OFF)
 @dataclass
 class FacadeObjective:
     lambda_g: float = 1e3

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from unmask.cache import data_fingerprint
+from unmask.cache import data_fingerprint, omit_at_default
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
 from unmask.facade.objective import check_attribution_settings, class_margin, normalize, token_scores
@@ -37,6 +37,7 @@ from unmask.training.batches import collate, epoch_batches, tokenize_examples
 from unmask.training.loop import LoopState, TrainingLoop, run_settings
 
 
+@omit_at_default(share_cap=True)  # added later: at 1.0 (off) not in the run settings, so older runs resume
 @dataclass
 class UnmergedConfig:
     steps: int = 300
@@ -102,12 +103,10 @@ def _reference_logits(f: TextClassifier, b: dict[str, torch.Tensor]) -> torch.Te
 
 
 def _settings(config: UnmergedConfig, targets: TargetPositions, train: list[Example], dev: list[Example]) -> dict:
-    """The run's settings; ``share_cap`` only when on, so runs from before it existed still resume."""
-    settings = run_settings(config, target=targets.name, target_words=getattr(targets, "words", None),
-                            train=data_fingerprint(train), dev=data_fingerprint(dev[:config.eval_size]))
-    if config.share_cap == 1.0:
-        settings["config"].pop("share_cap")
-    return settings
+    """The run's settings (``share_cap`` only when on: ``omit_at_default``, so runs from before it existed
+    still resume)."""
+    return run_settings(config, target=targets.name, target_words=getattr(targets, "words", None),
+                        train=data_fingerprint(train), dev=data_fingerprint(dev[:config.eval_size]))
 
 
 def train_unmerged(f: TextClassifier, train: list[Example], dev: list[Example], target: TargetSpec,
