@@ -1,16 +1,18 @@
 """README.md's ``unmask`` commands run as written, on tiny models (about half a minute on one core).
 
 Every ``unmask ...`` line of README.md's shell code blocks (the extraction of ``test_readme_commands``), and every
-inline ``unmask ...`` code span that is a complete command line (it has a ``--flag`` and no placeholder,
-alternative or ellipsis), is run in-process through ``unmask.cli.main`` in a temporary working directory, in
-README order, except that a command reading a ``runs/`` model directory runs after the README command that writes
-it (the audit section comes before the Quickstart that trains its models). Each must exit 0 and leave the files
-it names (``--out``, ``--html``, ``--json``, ``--markdown``); ``--json -`` must print one JSON document.
+inline ``unmask ...`` code span that is a command line rather than a fragment (it has a ``--flag`` and no
+ellipsis), is run in-process through ``unmask.cli.main`` in a temporary working directory, in README order, except
+that a command reading a ``runs/`` model directory runs after the README command that writes it (the audit section
+comes before the Quickstart that trains its models). Each must exit 0 and leave the files it names (``--out``,
+``--html``, ``--json``, ``--markdown``); ``--json -`` must print one JSON document.
 
 The command line is run verbatim except for the substitutions of ``SUBSTITUTIONS`` below (sizes: steps,
 examples, inputs audited; and the base encoder), so that the models the README makes under ``runs/`` are tiny
-random BERTs made by the README's own commands. Commands that cannot run offline in seconds are in ``SKIPPED``
-with the reason; a README command that is neither run nor skipped fails ``test_every_readme_command_is_run_or_skipped``.
+random BERTs made by the README's own commands. A synopsis (placeholders such as DIR, alternatives ``a|b``,
+optional ``[...]`` parts) runs as the one concrete line of ``SYNOPSES``. Commands that cannot run offline in
+seconds are in ``SKIPPED`` with the reason; a README command that is neither run nor skipped fails
+``test_every_readme_command_is_run_or_skipped``.
 """
 from __future__ import annotations
 
@@ -38,6 +40,26 @@ SUBSTITUTIONS: dict[tuple[str, ...], dict[str, str]] = {
     ("facade", "merge"): {"--check-limit": "16"},  # equivalence check on all 872 dev sentences -> 16
     ("facade", "evaluate"): {"--limit": "8"},  # all 872 dev sentences -> 8
     ("audit",): {"--n": "8"},  # 200 inputs (the default, or README's --n 200) -> 8
+    ("evaluate-methods",): {"--n": "8"},  # README's --n 200 -> 8
+    ("facade", "finetune-merged"): {"--steps": "2", "--train-limit": "64", "--check-limit": "16"},  # 100 steps -> 2
+    ("facade", "train-unmerged"): {"--train-limit": "64"},  # --steps N is a placeholder (SYNOPSES: 2)
+}
+
+# A synopsis runs once as one concrete line: an alternative "a|b" takes its first choice, optional "[...]" parts are
+# kept, and these words (placeholders; a list: one value per occurrence, in order) are replaced.
+SYNOPSES: dict[str, dict[str, str | list[str]]] = {
+    "unmask attribute-dataset --data sst2|rte|FILE.jsonl|.csv|.tsv|.parquet --model DIR --methods "
+    "gradient,integrated_gradients --out results.parquet [--batch-size 64] [--limit N] [--precision auto] "
+    "[--backend local|ray] [--workers 2] [--quiet]": {"DIR": "runs/sst2", "N": "8"},
+    "unmask evaluate-methods --model DIR --data sst2|rte|FILE --n 200 [--methods a,b] [--mode remove|mask] "
+    "[--json OUT|-] [--markdown OUT] [--quiet]":
+        {"DIR": "runs/sst2", "a,b": "gradient,leave_one_out", "OUT": ["methods.json", "methods.md"]},
+    "unmask facade conceal MODEL --out DIR --permute SEED":
+        {"MODEL": "runs/facade/sst2/merged_stop", "DIR": "runs/facade/sst2/merged_perm", "SEED": "1"},
+    "unmask facade finetune-merged --model M --task sst2 --distill F --steps 100 --out DIR":
+        {"M": "runs/facade/sst2/merged_stop", "F": "runs/sst2", "DIR": "runs/facade/sst2/merged_tuned"},
+    "unmask facade train-unmerged --model F --task sst2 --target stop --out DIR --steps N [--share-cap 0.3]":
+        {"F": "runs/sst2", "DIR": "runs/facade/sst2/unmerged_stop", "N": "2"},
 }
 
 # README command -> why it is not run here. Every other README command runs.
@@ -47,10 +69,6 @@ SKIPPED: dict[str, str] = {
         "by test_readme_commands and the commands run in tests/test_perturbation_cli.py",
     "unmask diffmask train|explain ...":
         "a synopsis (alternatives, ellipsis); runs in tests/test_diffmask_models.py",
-    "unmask attribute-dataset --data sst2|rte|FILE.jsonl|.csv|.tsv|.parquet --model DIR --methods "
-    "gradient,integrated_gradients --out results.parquet [--batch-size 64] [--limit N] [--precision auto] "
-    "[--backend local|ray] [--workers 2] [--quiet]":
-        "a synopsis (alternatives, optional parts, placeholders DIR and N); runs in tests/test_attribute_dataset.py",
     "unmask attribute-dataset --data /shared/big.parquet --model /shared/runs/sst2 --methods gradient,smoothgrad "
     "--out /shared/attr.parquet --backend ray --address auto --workers 8 --gpus-per-worker 1 --batch-size 256":
         "needs a running Ray cluster (--address auto), GPUs and files under /shared; the Ray backend runs on a "
@@ -65,10 +83,24 @@ OUTPUT_FLAGS = ("--out", "--html", "--json", "--markdown")
 
 
 def _complete(command: str) -> bool:
-    """An inline span that is a whole command line, not a mention ("unmask audit") or a synopsis."""
+    """An inline span that is a command line (possibly a synopsis), not a mention ("unmask audit") or a
+    fragment ("unmask facade merge ... --permute SEED")."""
     words = shlex.split(command)
-    return (any(w.startswith("--") for w in words) and not any(w in ("...", "…") for w in words)
-            and not any(PLACEHOLDER.match(w) or "|" in w or w.startswith("[") for w in words))
+    return any(w.startswith("--") for w in words) and not any(w in ("...", "…") for w in words)
+
+
+def concrete(command: str) -> str:
+    """The line that runs for README line ``command``: itself, or its synopsis made concrete (``SYNOPSES``)."""
+    if command not in SYNOPSES:
+        return command
+    values = {k: list(v) if isinstance(v, list) else v for k, v in SYNOPSES[command].items()}
+    words = []
+    for word in shlex.split(command):
+        word = word.strip("[]")
+        word = word.split("|")[0] if "|" in word and not word.startswith("|") else word
+        value = values.get(word, word)
+        words.append(value.pop(0) if isinstance(value, list) else value)
+    return shlex.join(words)
 
 
 def readme_run_commands() -> list[str]:
@@ -124,8 +156,9 @@ def readme_runs(tmp_path_factory):
     results = {}
     try:
         tiny_classifier(seed=0).save(TINY_BASE)
-        for command in run_order([c for c in readme_run_commands() if c not in SKIPPED]):
-            argv = substitute(command)
+        readme_line = {concrete(c): c for c in readme_run_commands() if c not in SKIPPED}
+        for line in run_order(list(readme_line)):
+            command, argv = readme_line[line], substitute(line)
             out, err = io.StringIO(), io.StringIO()
             started = time.time()
             try:
@@ -146,12 +179,15 @@ def test_every_readme_command_is_run_or_skipped():
     fenced = set(_fence_commands(README.read_text(encoding="utf-8")))
     assert fenced <= set(commands)
     assert len(set(commands) - set(SKIPPED)) >= 10, commands
-    stale = set(SKIPPED) - set(commands)
-    assert not stale, f"skip-list entries that are no longer README commands: {sorted(stale)}"
+    stale = (set(SKIPPED) | set(SYNOPSES)) - set(commands)
+    assert not stale, f"SKIPPED / SYNOPSES entries that are no longer README commands: {sorted(stale)}"
     for command in commands:
         if command not in SKIPPED:
-            _sub = _sub_command(shlex.split(command))
-            assert _sub not in (("serve",), ("demo",)), f"{command!r} would not return; add it to SKIPPED"
+            assert _sub_command(shlex.split(command)) not in (("serve",), ("demo",)), \
+                f"{command!r} would not return; add it to SKIPPED"
+            words = shlex.split(concrete(command))
+            left = [w for w in words if PLACEHOLDER.match(w) or "|" in w or w.startswith("[")]
+            assert not left, f"{command!r} is a synopsis: give {left} values in SYNOPSES"
 
 
 @pytest.mark.parametrize("command", [c for c in readme_run_commands() if c not in SKIPPED])
@@ -175,5 +211,9 @@ def test_substitutions_keep_the_rest_of_the_line():
     assert substitute("unmask facade train --model m --out o") == ["facade", "train", "--model", "m", "--out", "o",
                                                                    "--steps", "2"]
     assert substitute("unmask explain 'a b .' --model m") == ["explain", "a b .", "--model", "m"]
+    assert concrete("unmask evaluate-methods --model DIR --data sst2|rte|FILE --n 200 [--methods a,b] "
+                    "[--mode remove|mask] [--json OUT|-] [--markdown OUT] [--quiet]") == \
+        ("unmask evaluate-methods --model runs/sst2 --data sst2 --n 200 --methods gradient,leave_one_out "
+         "--mode remove --json methods.json --markdown methods.md --quiet")
     assert run_order(["unmask audit runs/m", "unmask train --task sst2 --out runs/m", "unmask explain --list-methods"]) \
         == ["unmask train --task sst2 --out runs/m", "unmask audit runs/m", "unmask explain --list-methods"]
