@@ -214,3 +214,19 @@ def test_masked_positions_take_the_baseline(counting):
     assert torch.allclose(keep_relevant, states.logits)
     closed = dm.masked_logits(model, batch, states, 1, torch.zeros_like(relevant, dtype=torch.float))
     assert np.allclose(closed[:, 1].detach().numpy(), -2.0)
+
+
+# ------------------------------------------------- input gates when the deciding layer is much narrower
+def test_input_probe_parts_get_the_init_bound_of_their_own_width():
+    """Issue 14: a probe over [x (64-d); h (2-d)] must give h the bound of a 2-input Linear, not 1/sqrt(66)."""
+    from unmask.masking.probes import LayerProbes
+
+    torch.manual_seed(0)
+    probes = LayerProbes([64, 2], input_size=64, hidden=64)
+    w = probes.probes[1].mlp[0].weight
+    assert w[:, :64].abs().max() <= 1 / math.sqrt(64) + 1e-7
+    assert w[:, 64:].abs().max() <= 1 / math.sqrt(2) + 1e-7
+    assert w[:, 64:].abs().max() > 0.5  # not stuck at the concatenation's bound 1 / sqrt(66) = 0.12
+    hidden = LayerProbes([64, 2], input_size=None, hidden=64).probes[1].mlp[0].weight
+    assert hidden.abs().max() <= 1 / math.sqrt(2) + 1e-7  # hidden mode: one part, PyTorch's default
+
