@@ -236,9 +236,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--hidden-steps", type=int, default=8000)
-    p.add_argument("--input-steps", type=int, default=6000)
+    p.add_argument("--input-steps", type=int, default=10000)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-input-baseline", type=float, default=5e-3)
+    p.add_argument("--lr-input-baseline", type=float, default=2e-2)
     p.add_argument("--mask-steps", type=int, default=600)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-results", action="store_true", help="do not write experiments/results files")
@@ -336,6 +336,17 @@ def main(argv=None) -> int:
         table["uniform"] = divergences(uniform, dev)
     for k in range(3):
         input_results[f"diffmask_input_layer{k}"] = divergences(keep_input[:, k], dev)
+    relevant, other = dev.relevant() & dev.mask, dev.mask & ~dev.relevant()
+    for k in (1, 2):
+        kk = keep_input[:, k]
+        by_symbol = {s: float(kk[other & (dev.sequences == s)].mean()) for s in range(dev.config.num_symbols)}
+        stuck = {s: round(v, 3) for s, v in by_symbol.items() if v > 0.5}
+        notes.append(f"input gates, layer {k}: mean keep {float(kk[relevant].mean()):.3f} on positions holding n or m, "
+                     f"{float(kk[other].mean()):.3f} on the others; symbols whose non-query positions stay open "
+                     f"(mean keep > 0.5): {stuck or 'none'}")
+    notes.append("input gates, layer 0 read only the symbol embedding (the query enters at layer 1), so they cannot "
+                 "know which positions matter; the paper expects them uniform (Figure 3e) and KL = uniform's is the "
+                 "expected outcome there.")
     results = {"diffmask_hidden": results.pop("diffmask_hidden"), **results}
     order = sorted(input_results, key=lambda n: (not n.startswith("diffmask"), n))
     input_results = {k: input_results[k] for k in order}
