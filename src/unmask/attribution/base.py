@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -12,6 +12,9 @@ from unmask.attribution.precision import PRECISIONS, resolve_precision
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch
 from unmask.models.classifier import TextClassifier
+
+if TYPE_CHECKING:
+    from unmask.attribution.shared import GradientPass, PassGradients
 
 OBJECTIVES = CLASS_OBJECTIVES  # named objectives of the logits alone; see attribution/objectives.py for all
 REDUCTIONS = ("dot", "l2", "sum")
@@ -65,6 +68,16 @@ class AttributionMethod:
     def attribute(self, model: TextClassifier, batch: Batch,
                   target: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
         raise NotImplementedError
+
+    def gradient_pass(self, model: TextClassifier) -> "GradientPass | None":
+        """The one plain gradient pass this method's scores come from, if any (``attribution.shared``):
+        methods requested together with equal passes share it."""
+        return None
+
+    def from_pass(self, model: TextClassifier, batch: Batch,
+                  shared: "PassGradients") -> tuple[torch.Tensor, list[dict]]:
+        """Scores and per-row extras from the pass ``gradient_pass`` declares, run on ``batch``."""
+        raise NotImplementedError(f"{self.name} declares no gradient pass")
 
 
 def objective_values(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:

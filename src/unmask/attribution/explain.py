@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 
 from unmask.attribution.base import DEFAULT_TOKEN_BUDGET, AttributionMethod, get_method
 from unmask.attribution.record import Attribution
+from unmask.attribution.shared import pass_groups
 from unmask.errors import UnmaskError
 from unmask.models.batch import Batch, length_buckets
 from unmask.models.classifier import TextClassifier
@@ -35,25 +36,53 @@ def resolve_targets(model: TextClassifier, target, predictions: torch.Tensor) ->
 def attribute_batch(model: TextClassifier, batch: Batch, method: AttributionMethod, target: torch.Tensor,
                     logits: torch.Tensor, progress: bool = False) -> list[Attribution]:
     """Run one method over a tokenized batch, bucketed by length; returns records in input order."""
-    records: list[Attribution | None] = [None] * len(batch)
-    buckets = length_buckets(batch.lengths, method.token_budget, method.rows_per_example)
+    return attribute_methods(model, batch, [method], target, logits, progress)[0]
+
+
+def attribute_methods(model: TextClassifier, batch: Batch, methods: Sequence[AttributionMethod],
+                      target: torch.Tensor, logits: torch.Tensor, progress: bool = False) -> list[list[Attribution]]:
+    """Run several methods over a tokenized batch, bucketed by length; records per method, in input order.
+    Methods that declare equal gradient passes share one pass per bucket (``attribution.shared``); their
+    scores are bitwise those of each method run alone."""
+    out: list[list[Attribution]] = [[] for _ in methods]
+    for group in pass_groups(model, methods):
+        for i, records in zip(group, _attribute_group(model, batch, [methods[i] for i in group], target,
+                                                      logits, progress)):
+            out[i] = records
+    return out
+
+
+def _attribute_group(model: TextClassifier, batch: Batch, methods: list[AttributionMethod], target: torch.Tensor,
+                     logits: torch.Tensor, progress: bool) -> list[list[Attribution]]:
+    """One method, or methods sharing one gradient pass (same token budget, one row per example)."""
+    first = methods[0]
+    records: list[list[Attribution | None]] = [[None] * len(batch) for _ in methods]
     probs = logits.softmax(-1)
-    bar = tqdm(total=len(batch), desc=method.name, disable=not progress, leave=False)
-    for idx in buckets:
+    bar = tqdm(total=len(batch), desc="+".join(m.name for m in methods), disable=not progress, leave=False)
+    for idx in length_buckets(batch.lengths, first.token_budget, first.rows_per_example):
         sub = batch.select(idx)
-        scores, extras = method.attribute(model, sub, target[idx])
-        for j, i in enumerate(idx):
-            n = batch.lengths[i]
-            records[i] = Attribution(
-                tokens=batch.tokens[i][:n], scores=scores[j, :n].detach().numpy(), method=method.name,
-                target=int(target[i]), target_name=model.label_names[int(target[i])],
-                prediction=int(probs[i].argmax()), probabilities=probs[i].tolist(),
-                word_ids=batch.word_ids[i][:n], sequence_ids=batch.sequence_ids[i][:n],
-                words=batch.words[i], text=batch.texts[i], pair=batch.pairs[i] if batch.pairs else None,
-                params=method.params, extras=extras[j])
+        if len(methods) == 1:
+            results = [first.attribute(model, sub, target[idx])]
+        else:
+            shared = first.gradient_pass(model).run(model, sub, target[idx])
+            results = [m.from_pass(model, sub, shared) for m in methods]
+        for method, out, (scores, extras) in zip(methods, records, results):
+            for j, i in enumerate(idx):
+                out[i] = _record(model, batch, i, scores[j], extras[j], method, int(target[i]), probs[i])
         bar.update(len(idx))
     bar.close()
     return records  # type: ignore[return-value]
+
+
+def _record(model: TextClassifier, batch: Batch, i: int, scores: torch.Tensor, extras: dict,
+            method: AttributionMethod, target: int, probs: torch.Tensor) -> Attribution:
+    n = batch.lengths[i]
+    return Attribution(
+        tokens=batch.tokens[i][:n], scores=scores[:n].detach().numpy(), method=method.name,
+        target=target, target_name=model.label_names[target], prediction=int(probs.argmax()),
+        probabilities=probs.tolist(), word_ids=batch.word_ids[i][:n], sequence_ids=batch.sequence_ids[i][:n],
+        words=batch.words[i], text=batch.texts[i], pair=batch.pairs[i] if batch.pairs else None,
+        params=method.params, extras=extras)
 
 
 def explain(model: TextClassifier, texts: str | Sequence[str], methods: Sequence[str | AttributionMethod]
@@ -66,7 +95,8 @@ def explain(model: TextClassifier, texts: str | Sequence[str], methods: Sequence
     Methods given by name use their defaults with ``token_budget``; pass instances to set parameters.
     Keys are method names, in the given order; the same method with different parameters gets one key
     per instance (``integrated_gradients(steps=8)``, see ``method_keys``); the same method with the same
-    parameters twice (e.g. ``"leave_one_out"`` and its alias ``"loo"``) is an error.
+    parameters twice (e.g. ``"leave_one_out"`` and its alias ``"loo"``) is an error. Methods that need the
+    same gradient pass (e.g. ``gradient`` and ``gradient_x_input`` at equal settings) share one.
     """
     if isinstance(texts, str):
         texts = [texts]
@@ -81,7 +111,7 @@ def explain(model: TextClassifier, texts: str | Sequence[str], methods: Sequence
     batch = model.encode(list(texts), list(pairs) if pairs is not None else None, on_too_long=on_too_long)
     logits = predict_batch(model, batch, token_budget)
     targets = resolve_targets(model, target, logits.argmax(-1))
-    return {key: attribute_batch(model, batch, m, targets, logits, progress) for key, m in zip(keys, instances)}
+    return dict(zip(keys, attribute_methods(model, batch, instances, targets, logits, progress)))
 
 
 def _same(a: AttributionMethod, b: AttributionMethod) -> bool:
