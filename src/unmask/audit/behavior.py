@@ -37,9 +37,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from unmask.attribution.base import DEFAULT_TOKEN_BUDGET, gradient_chunks, get_method
-from unmask.attribution.explain import attribute_batch, predict_batch
+from unmask.attribution.base import DEFAULT_TOKEN_BUDGET, get_method
+from unmask.attribution.explain import attribute_batch, attribute_methods, predict_batch
 from unmask.attribution.record import Attribution
+from unmask.attribution.shared import pass_groups
+from unmask.audit.first_order import FirstOrderOcclusion
 from unmask.audit.placement import content_mask, misplacement
 from unmask.data.readers import stopwords
 from unmask.errors import UnmaskError
@@ -80,7 +82,7 @@ class MethodEvidence:
     aopc_comprehensiveness: float
     aopc_random: float
     aopc_reference: float
-    seconds: float
+    seconds: float  # of the run that made its records (shared by methods sharing one gradient pass)
     extras: dict = field(default_factory=dict)
     misplacement: float = float("nan")   # NaN in evidence stored before the statistic existed
 
@@ -197,26 +199,20 @@ def top1_miss(method: Sequence[Attribution], reference: Sequence[Attribution]) -
 # ------------------------------------------------------------------------------ magnitude consistency
 def first_order_occlusion(model: TextClassifier, batch, target: torch.Tensor, objective: str = "log_prob",
                           token_budget: int = DEFAULT_TOKEN_BUDGET) -> torch.Tensor:
-    """g_i . (x_i - m) per token: the first-order prediction of leave-one-out with [MASK] (rows x tokens)."""
-    embeds = model.embed(batch.input_ids).detach()
-    mask_id = model.tokenizer.mask_token_id
-    if mask_id is None:
-        raise UnmaskError("the magnitude check needs a [MASK] token in the tokenizer")
-    m = model.embedding_matrix[mask_id].detach()
-    out = torch.zeros(embeds.shape[:2], dtype=embeds.dtype)
-    for sl, grads, _ in gradient_chunks(model, embeds, batch.attention_mask, batch.token_type_ids, target,
-                                        objective, token_budget):
-        out[sl] = (grads * (embeds[sl] - m)).sum(-1)
-    return out * (~batch.special_mask()).to(out.dtype)
+    """g_i . (x_i - m) per token: the first-order prediction of leave-one-out with [MASK] (rows x tokens),
+    over the whole batch at once (``FirstOrderOcclusion``)."""
+    return FirstOrderOcclusion(objective, token_budget).attribute(model, batch, target)[0]
 
 
-def magnitude_consistency(predicted: torch.Tensor, occlusion: Sequence[Attribution]) -> tuple[float, float, list]:
-    """(log10 median ratio predicted/actual, 1 - median Pearson, per-input ratios)."""
+def magnitude_consistency(predicted: torch.Tensor | Sequence[np.ndarray], occlusion: Sequence[Attribution]
+                          ) -> tuple[float, float, list]:
+    """(log10 median ratio predicted/actual, 1 - median Pearson, per-input ratios); ``predicted``: one row of
+    first-order predictions per input (rows x tokens, or one array per input)."""
     ratios, corrs = [], []
     for r, rec in enumerate(occlusion):
         n = len(rec.scores)
         keep = np.array([s is not None for s in rec.sequence_ids])
-        pred, act = predicted[r, :n].numpy()[keep], rec.scores[keep]
+        pred, act = np.asarray(predicted[r][:n])[keep], rec.scores[keep]
         denom = np.abs(act).sum()
         if denom > 1e-12:
             ratios.append(np.abs(pred).sum() / denom)
@@ -254,19 +250,33 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
     rand_faith = random_faithfulness(model, reference, seed=seed, token_budget=token_budget)
     frequent = frequent_words(reference)
     classes = [word_classes(r, frequent) for r in reference]
-    say("first-order occlusion from the gradient")
-    predicted = first_order_occlusion(model, batch, target, token_budget=token_budget)
+    names = [name for name in methods if name != REFERENCE]
+    instances = [FirstOrderOcclusion(token_budget=token_budget), *(audit_method(n, token_budget) for n in names)]
+    groups = pass_groups(model, instances)  # first-order occlusion shares its pass with gradient, g.x
+    records: dict[int, list[Attribution]] = {}
+    seconds: dict[int, float] = {}
+
+    def run(i: int) -> None:
+        """Records of ``instances[i]`` and of the methods sharing its gradient pass: one run, one time."""
+        group = next(g for g in groups if i in g)
+        t0 = time.time()
+        recs = attribute_methods(model, batch, [instances[j] for j in group], target, logits)
+        for j, r in zip(group, recs):
+            records[j], seconds[j] = r, time.time() - t0
+
+    shared = [instances[j].name for j in next(g for g in groups if 0 in g)[1:]]
+    say("first-order occlusion from the gradient" + (f" (one pass with {', '.join(shared)})" if shared else ""))
+    run(0)
+    dtype = torch.empty(0, dtype=model.embedding_matrix.dtype).numpy().dtype  # the pass's own precision
+    predicted = [r.scores.astype(dtype) for r in records[0]]
     ratio, fo_miss, ratios = magnitude_consistency(predicted, reference)
     ref_gain = ref_faith.aopc_comprehensiveness - rand_faith.aopc_comprehensiveness
     out: dict[str, MethodEvidence] = {}
-    for name in methods:
-        if name == REFERENCE:
-            continue
+    for i, (name, method) in enumerate(zip(names, instances[1:]), 1):
         say(name)
-        t0 = time.time()
-        method = audit_method(name, token_budget)
-        recs = attribute_batch(model, batch, method, target, logits)
-        seconds = time.time() - t0
+        if i not in records:
+            run(i)
+        recs = records[i]
         if records_out is not None:
             records_out[method.name] = recs
         faith = faithfulness(model, recs, token_budget=token_budget)
@@ -283,7 +293,7 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
             pileup=float(excess), pileup_class=cls, pileup_share=float(share), reference_share=float(ref_share),
             aopc_comprehensiveness=float(faith.aopc_comprehensiveness),
             aopc_random=float(rand_faith.aopc_comprehensiveness),
-            aopc_reference=float(ref_faith.aopc_comprehensiveness), seconds=round(seconds, 2), extras=extras)
+            aopc_reference=float(ref_faith.aopc_comprehensiveness), seconds=round(seconds[i], 2), extras=extras)
     return BehavioralEvidence(
         n_inputs=len(texts), methods=out, magnitude_ratio=ratio, first_order_miss=fo_miss,
         seconds=round(time.time() - started, 2),
