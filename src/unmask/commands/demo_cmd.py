@@ -42,54 +42,47 @@ def build(p: argparse.ArgumentParser) -> None:
          "models, and write one HTML report that leads with the verdicts.",
          "example:\n  unmask demo\n  unmask demo --model runs/sst2")
 def run(args: argparse.Namespace) -> int:
+    """Each heavy stage (fine-tune, Facade pipeline, each audit) runs in a fresh process (``run_isolated``),
+    so the demo peaks at its largest stage instead of the heap left behind by all of them."""
+    import os
+
     import torch
 
-    from unmask.attribution.budget import release_memory
+    from unmask.attribution.budget import MEMORY_ENV
     from unmask.attribution.explain import explain
     from unmask.attribution.gradient_x_input import GradientXInput
     from unmask.attribution.integrated_gradients import IntegratedGradients
     from unmask.attribution.smoothgrad import SmoothGrad
     from unmask.data import load_task
-    from unmask.facade.evaluate import EvalConfig
-    from unmask.facade.objective import FacadeObjective
-    from unmask.facade.pipeline import FacadePipeline, PipelineConfig
-    from unmask.facade.train import FacadeConfig
     from unmask.io import write_json_atomic
+    from unmask.isolate import run_isolated
     from unmask.models import load_model
     from unmask.report.demo_page import write_demo_report
 
-    import os
-
-    from unmask.attribution.budget import MEMORY_ENV
     os.environ.setdefault(MEMORY_ENV, DEMO_MEMORY)  # the demo must fit an 8 GB laptop; a set value wins
     started = time.time()
     work = Path(args.workdir)
     f_dir = Path(args.model) if args.model else work / "f_orig"
     progress = not args.quiet
     torch.manual_seed(0)
-    if not args.model and fine_tune_f_orig(f_dir, args.base_model, args.train_limit, progress):
-        release_memory()
+    if not args.model and f_orig_needs_training(f_dir, args.base_model, args.train_limit):
+        run_isolated(fine_tune_f_orig, f_dir, args.base_model, args.train_limit, progress, what="fine-tuning")
         stage_done("fine-tuned", started)
-    config = PipelineConfig(
-        task="sst2", f_orig=str(f_dir), root=str(work / "facade"), targets=("stop",), with_rp=False,
-        facade=FacadeConfig(steps=args.facade_steps, max_length=64, objective=FacadeObjective(**FACADE_OBJECTIVE)),
-        eval_limit=args.eval_limit, evaluation=EvalConfig(ig_steps=10))
-    pipeline = FacadePipeline(config, log=lambda line: print(f"{line} [{_clock(started)}]", flush=True),
-                              progress=progress)
-    results = pipeline.run("unmask demo")
+    results, merged_dir = run_isolated(facade_stage, str(f_dir), str(work / "facade"), args.facade_steps,
+                                       args.eval_limit, progress, started, what="Facade pipeline")
     stage_done("facade trained, merged and evaluated", started)
-    pipeline.forget("g_stop")
-    release_memory()
-    models = {"f_orig": pipeline.model("f_orig"), "merged (f_orig + stop-word facade)": pipeline.model("merged_stop")}
-    dirs = {"f_orig": f_dir, "merged (f_orig + stop-word facade)": pipeline.path("merged_stop")}
+    dirs = {"f_orig": f_dir, "merged (f_orig + stop-word facade)": Path(merged_dir)}
     audits = {}
-    for name, m in models.items():
-        audits[name] = cached_audit(m, dirs[name], work / "audit", args.audit_n, progress)
+    for name, model_dir in dirs.items():
+        audits[name] = cached_audit_result(model_dir, work / "audit", args.audit_n)
+        if audits[name] is None:
+            audits[name] = run_isolated(cached_audit, None, model_dir, work / "audit", args.audit_n, progress,
+                                        what=f"audit of {name}")
         stage_done(f"{name} audited", started)
     texts = [e.text for e in load_task("sst2", "dev", limit=64) if 8 <= len(e.text.split()) <= 16][:DEMO_SENTENCES]
     methods = [GradientXInput(), SmoothGrad(), IntegratedGradients(steps=20, tolerance=None)]
-    heatmaps = {"f_orig": explain(models["f_orig"], texts, methods),
-                "merged": explain(models["merged (f_orig + stop-word facade)"], texts, methods)}
+    heatmaps = {"f_orig": explain(load_model(f_dir), texts, methods),
+                "merged": explain(load_model(merged_dir), texts, methods)}
     report = write_demo_report(work / "audit_report.html", results, audits, heatmaps)
     summary = {**results, "audit": {k: {"verdict": a["verdict"], "score": a["score"], "p_value": a["p_value"],
                                          "summary": a.get("summary")}
@@ -104,18 +97,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def facade_stage(f_dir: str, root: str, steps: int, eval_limit: int, progress: bool,
+                 started: float) -> tuple[dict, str]:
+    """Train the stop-word facade against ``f_dir``, merge, check and evaluate (each step cached by the
+    pipeline); returns the results and the merged model's directory."""
+    from unmask.facade.evaluate import EvalConfig
+    from unmask.facade.objective import FacadeObjective
+    from unmask.facade.pipeline import FacadePipeline, PipelineConfig
+    from unmask.facade.train import FacadeConfig
+
+    config = PipelineConfig(
+        task="sst2", f_orig=f_dir, root=root, targets=("stop",), with_rp=False,
+        facade=FacadeConfig(steps=steps, max_length=64, objective=FacadeObjective(**FACADE_OBJECTIVE)),
+        eval_limit=eval_limit, evaluation=EvalConfig(ig_steps=10))
+    pipeline = FacadePipeline(config, log=lambda line: print(f"{line} [{_clock(started)}]", flush=True),
+                              progress=progress)
+    return pipeline.run("unmask demo"), str(pipeline.path("merged_stop"))
+
+
 def stage_done(what: str, started: float) -> None:
     """One log line: the stage, seconds since the demo started, this process's peak RSS so far."""
     print(f"[demo] {what} at {_clock(started)}", flush=True)
 
 
 def _clock(started: float) -> str:
-    """Seconds since ``started`` and this process's peak RSS so far (Linux ru_maxrss is in KiB): a pipeline
-    line carries the peak of the stages before it."""
-    import resource
+    """Seconds since ``started`` and the peak RSS so far, of this process or its largest finished stage
+    process: a pipeline line carries the peak of the stages before it."""
+    from unmask.isolate import peak_rss_gib
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return f"{time.time() - started:.0f} s, peak RSS so far {peak:.2f} GiB"
+    return f"{time.time() - started:.0f} s, peak RSS so far {peak_rss_gib():.2f} GiB"
 
 
 def f_orig_inputs(base_model: str, train_limit: int) -> tuple[dict, TrainConfig]:
@@ -133,6 +143,15 @@ def f_orig_inputs(base_model: str, train_limit: int) -> tuple[dict, TrainConfig]
             "dev": data_fingerprint(load_task("sst2", "dev"))}, config
 
 
+def f_orig_needs_training(f_dir: Path, base_model: str, train_limit: int) -> bool:
+    """Whether ``f_dir`` is missing, half-done or made from other inputs than these."""
+    from unmask.cache import inputs_fingerprint, stage_state
+
+    inputs, _ = f_orig_inputs(base_model, train_limit)
+    return not (stage_state(f_dir, inputs_fingerprint(**inputs)) == "done"
+                and (f_dir / "model.safetensors").is_file())
+
+
 def fine_tune_f_orig(f_dir: Path, base_model: str, train_limit: int, progress: bool) -> bool:
     """Fine-tune ``base_model`` on SST-2 into ``f_dir`` unless ``f_dir`` was already made from the same inputs
     (``stage.json``, ``unmask.cache``); a directory made from other inputs (another base model or
@@ -145,11 +164,11 @@ def fine_tune_f_orig(f_dir: Path, base_model: str, train_limit: int, progress: b
     from unmask.models import load_model
     from unmask.training import train_classifier
 
+    if not f_orig_needs_training(f_dir, base_model, train_limit):
+        return False
     inputs, config = f_orig_inputs(base_model, train_limit)
     fp = inputs_fingerprint(**inputs)
     state = stage_state(f_dir, fp)
-    if state == "done" and (f_dir / "model.safetensors").is_file():
-        return False
     if state == "stale":
         print(f"[demo] {f_dir} was made from other inputs ({changed_inputs(read_stage(f_dir), inputs)}); "
               f"fine-tuning it again", flush=True)
@@ -163,24 +182,40 @@ def fine_tune_f_orig(f_dir: Path, base_model: str, train_limit: int, progress: b
     return True
 
 
-def cached_audit(model, model_dir: Path, cache_dir: Path, n: int, progress: bool) -> dict:
-    """The audit of ``model`` on the first ``n`` SST-2 dev sentences, cached on the model's fingerprint, n and
-    the audit's calibration (a retrained model or a new calibration re-runs it)."""
+def audit_cache_path(model_dir: Path, cache_dir: Path, n: int) -> Path:
+    """Where the audit of ``model_dir`` on ``n`` dev sentences is cached: keyed on the model's fingerprint,
+    n and the audit's calibration (a retrained model or a new calibration re-runs it)."""
     from importlib import resources
 
-    from unmask.attribution.budget import release_memory
-    from unmask.audit import audit
     from unmask.cache import inputs_fingerprint, model_fingerprint
-    from unmask.data import load_task
-    from unmask.io import write_json_atomic
 
     calibration = resources.files("unmask.audit").joinpath("calibration.json").read_text()
     key = inputs_fingerprint(model=model_fingerprint(model_dir), n=n, calibration=calibration)
-    path = cache_dir / f"{key[:16]}.json"
+    return cache_dir / f"{key[:16]}.json"
+
+
+def cached_audit_result(model_dir: Path, cache_dir: Path, n: int) -> dict | None:
+    """The cached audit of ``model_dir`` (see ``audit_cache_path``), or None."""
+    path = audit_cache_path(model_dir, cache_dir, n)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def cached_audit(model, model_dir: Path, cache_dir: Path, n: int, progress: bool) -> dict:
+    """The audit of ``model`` (loaded from ``model_dir`` when None) on the first ``n`` SST-2 dev sentences,
+    cached (``audit_cache_path``)."""
+    from unmask.attribution.budget import release_memory
+    from unmask.audit import audit
+    from unmask.data import load_task
+    from unmask.io import write_json_atomic
+    from unmask.models import load_model
+
+    path = audit_cache_path(model_dir, cache_dir, n)
     if path.is_file():
         return json.loads(path.read_text())
     print(f"[demo] auditing {model_dir} on {n} dev sentences", flush=True)
     say = (lambda s: print(f"[audit] {s}", flush=True)) if progress else None
+    if model is None:
+        model = load_model(model_dir)
     report = audit(model, [e.text for e in load_task("sst2", "dev", limit=n)], progress=say)
     data = report.to_dict()
     write_json_atomic(path, data)
