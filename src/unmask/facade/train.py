@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from unmask.attribution.budget import token_budget_for
+from unmask.attribution.budget import memory_budget, token_budget_for
 from unmask.cache import data_fingerprint
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
@@ -89,9 +89,11 @@ def enrich_target_rows(model: TextClassifier, examples: list[Example], target: T
     return [examples[i] for i in keep], {**stats, "kept": len(keep), "share_after": len(with_t) / len(keep)}
 
 
-def _chunk_rows(g: TextClassifier, f: TextClassifier | None, width: int) -> int:
-    """Rows per micro-batch so that g's double backward (and f's backward) fit the memory budget."""
-    tokens = token_budget_for(g, width=width, mode="double_backward")
+def _chunk_rows(g: TextClassifier, f: TextClassifier | None, width: int, objective: FacadeObjective) -> int:
+    """Rows per micro-batch so that the graphs ``facade_loss`` keeps of g (``objective.graph_cost`` double
+    backwards) and f's backward fit the memory budget."""
+    memory = int(memory_budget() / objective.graph_cost)
+    tokens = token_budget_for(g, width=width, mode="double_backward", memory=memory)
     if f is not None:
         tokens = min(tokens, token_budget_for(f, width=width, mode="backward"))
     return max(1, tokens // max(width, 1))
@@ -139,7 +141,7 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
     tr = tokenize_examples(g, train, config.max_length)
     dv = tokenize_examples(g, dev[:config.eval_size], config.max_length)
     dev_widths = [len(x) for x in dv.input_ids]
-    dev_rows = min(config.batch_size, _chunk_rows(g, f, max(dev_widths, default=1)))
+    dev_rows = min(config.batch_size, _chunk_rows(g, f, max(dev_widths, default=1), config.objective))
     dev_batches = [collate(dv, ix, pad) for ix in epoch_batches(dev_widths, dev_rows, 0, 0, shuffle=False)]
     lengths = [len(x) for x in tr.input_ids]
     if f is not None:
@@ -148,7 +150,7 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
 
     def loss(index: list[int], state: LoopState) -> tuple[torch.Tensor, dict[str, float]]:
         g.model.train()
-        rows = _chunk_rows(g, f, max(lengths[i] for i in index))
+        rows = _chunk_rows(g, f, max(lengths[i] for i in index), config.objective)
         return batch_backward(g, f, tr, index, targets, config.objective, rows)
 
     def evaluate(state: LoopState) -> None:
