@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.model and f_orig_needs_training(f_dir, args.base_model, args.train_limit):
         run_isolated(fine_tune_f_orig, f_dir, args.base_model, args.train_limit, progress, what="fine-tuning")
         stage_done("fine-tuned", started)
-    results, merged_dir = run_isolated(facade_stage, str(f_dir), str(work / "facade"), args.facade_steps,
-                                       args.eval_limit, progress, started, what="Facade pipeline")
+    facade_args = (str(f_dir), str(work / "facade"), args.facade_steps, args.eval_limit, progress, started)
+    run_isolated(facade_stage, *facade_args, train_only=True, what="Facade training")
+    results, merged_dir = run_isolated(facade_stage, *facade_args, what="Facade merge and evaluation")
     stage_done("facade trained, merged and evaluated", started)
     dirs = {"f_orig": f_dir, "merged (f_orig + stop-word facade)": Path(merged_dir)}
     audits = {}
@@ -97,10 +98,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def facade_stage(f_dir: str, root: str, steps: int, eval_limit: int, progress: bool,
-                 started: float) -> tuple[dict, str]:
+def facade_stage(f_dir: str, root: str, steps: int, eval_limit: int, progress: bool, started: float,
+                 train_only: bool = False) -> tuple[dict, str] | None:
     """Train the stop-word facade against ``f_dir``, merge, check and evaluate (each step cached by the
-    pipeline); returns the results and the merged model's directory."""
+    pipeline); returns the results and the merged model's directory. ``train_only``: train (or find the
+    trained g) and return None; the demo trains in one process and merges and evaluates in another, so
+    neither carries the other's heap."""
     from unmask.facade.evaluate import EvalConfig
     from unmask.facade.objective import FacadeObjective
     from unmask.facade.pipeline import FacadePipeline, PipelineConfig
@@ -112,6 +115,9 @@ def facade_stage(f_dir: str, root: str, steps: int, eval_limit: int, progress: b
         eval_limit=eval_limit, evaluation=EvalConfig(ig_steps=10))
     pipeline = FacadePipeline(config, log=lambda line: print(f"{line} [{_clock(started)}]", flush=True),
                               progress=progress)
+    if train_only:
+        pipeline.train_facades()
+        return None
     return pipeline.run("unmask demo"), str(pipeline.path("merged_stop"))
 
 
