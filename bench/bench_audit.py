@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_average, machine_info, timed  # noqa: E402
+from bench_common import add_dev_model_arguments, dev_model, load_average, machine_info, timed  # noqa: E402
 
 
 def cpu_flags() -> str:
@@ -29,18 +28,11 @@ def cpu_flags() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from unmask.audit import audit
-    from unmask.data import load_task
-    from unmask.models import load_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--n", type=int, default=200)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", default=None)
+    add_dev_model_arguments(p, threads=2)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    texts = [e.text for e in load_task("sst2", "dev", limit=args.n)]
+    model, texts = dev_model(args)
     stages: list[tuple[str, float]] = []
     start = time.perf_counter()
     load_before = load_average()

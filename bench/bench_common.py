@@ -126,3 +126,20 @@ def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
     start, cpu = time.perf_counter(), time.process_time()
     out = fn()
     return time.perf_counter() - start, time.process_time() - cpu, out
+
+
+def add_dev_model_arguments(p, threads: int) -> None:
+    """``--model``, ``--n`` (first SST-2 dev sentences), ``--threads`` and ``--json`` (result file)."""
+    p.add_argument("--model", required=True)
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--threads", type=int, default=threads)
+    p.add_argument("--json", default=None)
+
+
+def dev_model(args) -> tuple[TextClassifier, list[str]]:
+    """Set the torch threads, load ``args.model`` and the first ``args.n`` SST-2 dev sentences."""
+    from unmask.data import load_task
+    from unmask.models import load_model
+
+    torch.set_num_threads(args.threads)
+    return load_model(args.model), [e.text for e in load_task("sst2", "dev", limit=args.n)]

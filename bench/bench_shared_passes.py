@@ -17,29 +17,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_average, lscpu_info, machine_info  # noqa: E402
+from bench_common import add_dev_model_arguments, dev_model, load_average, lscpu_info, machine_info  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     from unmask.attribution.explain import attribute_methods, predict_batch
     from unmask.audit.behavior import audit_method, first_order_occlusion
     from unmask.audit.first_order import FirstOrderOcclusion
-    from unmask.data import load_task
-    from unmask.models import load_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--n", type=int, default=200)
-    p.add_argument("--threads", type=int, default=1)
+    add_dev_model_arguments(p, threads=1)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    texts = [e.text for e in load_task("sst2", "dev", limit=args.n)]
+    model, texts = dev_model(args)
     batch = model.encode(texts)
     logits = predict_batch(model, batch)
     target = logits.argmax(-1)

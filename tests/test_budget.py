@@ -23,26 +23,35 @@ def test_formula_by_hand_on_a_tiny_config():
     assert token_budget_for(m, width=16, memory=5376 * 100) == 100
 
 
+def saved_bytes_per_token(m, rows: int, width: int, double: bool = False) -> float:
+    """Bytes autograd keeps per token (saved_tensors_hooks; parameters and repeated storages excluded) for a
+    forward to the log-probability, and with ``double`` a create_graph gradient and its backward too."""
+    params = {p.untyped_storage().data_ptr() for p in m.model.parameters()}
+    sizes = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            sizes[ptr] = max(sizes.get(ptr, 0), t.untyped_storage().nbytes())
+        return t
+
+    x = torch.randn(rows, width, m.model.config.hidden_size, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = m.forward_embeds(x, torch.ones(rows, width, dtype=torch.long)).logits.log_softmax(-1)[:, 0].sum()
+        if double:
+            (grads,) = torch.autograd.grad(out, x, create_graph=True)
+            (grads * x).sum().backward()
+    return sum(sizes.values()) / (rows * width)
+
+
 def test_formula_matches_what_autograd_saves():
-    """The saved part of the formula vs the bytes autograd really keeps (saved_tensors_hooks, parameters
-    and repeated storages excluded) on forward to the log-probability: within 5%."""
+    """The saved part of the formula vs the bytes autograd really keeps on forward to the log-probability:
+    within 5%."""
     for cfg in (dict(), dict(hidden=64, heads=8, intermediate=256, layers=3)):
         m = tiny_classifier(**cfg)
-        params = {p.untyped_storage().data_ptr() for p in m.model.parameters()}
-        sizes = {}
-
-        def pack(t):
-            ptr = t.untyped_storage().data_ptr()
-            if ptr not in params:
-                sizes[ptr] = max(sizes.get(ptr, 0), t.untyped_storage().nbytes())
-            return t
-
-        rows, width = 4, 48
+        width = 48
+        measured = saved_bytes_per_token(m, 4, width)
         c = m.model.config
-        x = torch.randn(rows, width, c.hidden_size, requires_grad=True)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            m.forward_embeds(x, torch.ones(rows, width, dtype=torch.long)).logits.log_softmax(-1)[:, 0].sum()
-        measured = sum(sizes.values()) / (rows * width)
         h, f, a, L = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers
         predicted = 4 * (L * (8 * h + 2 * f + a * width) + 2 * h)
         assert measured == pytest.approx(predicted, rel=0.05)
@@ -105,27 +114,13 @@ def test_models_without_an_encoder_config_fall_back():
 
 def test_double_backward_figure_bounds_what_create_graph_saves():
     """With create_graph=True autograd keeps more than twice what the forward keeps; the double-backward
-    figure (3x backward) must cover it (saved_tensors_hooks, train mode as in Facade training)."""
+    figure (3x backward) must cover it (train mode, as in Facade training)."""
     for cfg in (dict(), dict(hidden=64, heads=8, intermediate=256, layers=3)):
         m = tiny_classifier(**cfg)
         m.model.train()
-        params = {p.untyped_storage().data_ptr() for p in m.model.parameters()}
-        sizes = {}
-
-        def pack(t):
-            ptr = t.untyped_storage().data_ptr()
-            if ptr not in params:
-                sizes[ptr] = max(sizes.get(ptr, 0), t.untyped_storage().nbytes())
-            return t
-
-        rows, width = 4, 48
+        width = 48
+        measured = saved_bytes_per_token(m, 4, width, double=True)
         c = m.model.config
-        x = torch.randn(rows, width, c.hidden_size, requires_grad=True)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = m.forward_embeds(x, torch.ones(rows, width, dtype=torch.long)).logits.log_softmax(-1)[:, 0].sum()
-            (grads,) = torch.autograd.grad(out, x, create_graph=True)
-            (grads * x).sum().backward()
-        measured = sum(sizes.values()) / (rows * width)
         shape = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers)
         figure = activation_bytes_per_token(*shape, width=width, mode="double_backward")
         assert 0.4 * figure < measured <= figure
