@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
-    p.add_argument("--memory", default=None, help="UNMASK_MEMORY_BUDGET for the child (default: 1 GiB)")
+    p.add_argument("--memory", default=None, help="UNMASK_MEMORY_BUDGET for the child (default: 512 MiB)")
     p.add_argument("--cmd", nargs=argparse.REMAINDER, help="measure this command instead (after --)")
     args = p.parse_args(argv)
     if args.cmd:

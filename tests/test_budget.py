@@ -77,7 +77,7 @@ def test_memory_from_the_environment(tiny_model, monkeypatch):
     assert memory_budget() == 1 << 20
     assert token_budget_for(tiny_model, 16) == (1 << 20) // 5376
     monkeypatch.delenv("UNMASK_MEMORY_BUDGET")
-    assert memory_budget() == 1 << 30
+    assert memory_budget() == 512 << 20
     assert parse_memory("1.5G") == 1_500_000_000 and parse_memory(2048) == 2048
     for bad in ("lots", "-1GiB", "0", "5 parsecs"):
         with pytest.raises(UnmaskError, match="memory budget"):

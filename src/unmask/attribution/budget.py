@@ -16,7 +16,9 @@ saves (tiny models, saved_tensors_hooks), and the demo's Facade g (h 256, FFN 30
 grew the peak RSS by 677 KiB per token for its attribution term against a backward figure of 238 KiB
 (2.85x; 2026-12-07, 4 vs 32 rows). Twice the backward figure let Facade training peak at 2.5 GiB.
 
-The memory cap defaults to 1 GiB of activations; set ``UNMASK_MEMORY_BUDGET`` (``"512MiB"``, ``"2G"``,
+The memory cap defaults to 512 MiB of activations (1 GiB let IG on one 512-token MiniLM input peak at
+1476 MiB, over the 1.5 GB target; 512 MiB: 1268 MiB, and on a CPU the 2048-token cap binds first for
+MiniLM inputs up to about 160 tokens, so short inputs run the same chunks); set ``UNMASK_MEMORY_BUDGET`` (``"512MiB"``, ``"2G"``,
 bytes) or pass ``memory``. On a CPU the budget is also capped at ``CPU_CHUNK_TOKENS`` (larger chunks were
 not faster there, bench/results.md); on a GPU only memory bounds it.
 """
@@ -31,7 +33,7 @@ from unmask.errors import UnmaskError
 
 MODES = ("forward", "backward", "double_backward")
 DOUBLE_BACKWARD_FACTOR = 3  # measured 2.85x the backward figure (module docstring)
-DEFAULT_MEMORY = 1 << 30  # bytes of activations per forward (+ backward)
+DEFAULT_MEMORY = 512 << 20  # bytes of activations per forward (+ backward)
 MEMORY_ENV = "UNMASK_MEMORY_BUDGET"
 CPU_CHUNK_TOKENS = 2048  # padded tokens per forward beyond which a CPU gets no faster
 FALLBACK_TOKENS = 2048  # models whose config does not describe a transformer encoder
@@ -72,7 +74,7 @@ def parse_memory(value: str | int | float) -> int:
 
 
 def memory_budget(memory: str | int | None = None) -> int:
-    """Bytes of activations allowed per forward: ``memory``, else ``$UNMASK_MEMORY_BUDGET``, else 1 GiB."""
+    """Bytes of activations allowed per forward: ``memory``, else ``$UNMASK_MEMORY_BUDGET``, else 512 MiB."""
     if memory is not None:
         return parse_memory(memory)
     env = os.environ.get(MEMORY_ENV)
