@@ -13,6 +13,12 @@ random BERTs made by the README's own commands. A synopsis (placeholders such as
 optional ``[...]`` parts) runs as the one concrete line of ``SYNOPSES``. Commands that cannot run offline in
 seconds are in ``SKIPPED`` with the reason; a README command that is neither run nor skipped fails
 ``test_every_readme_command_is_run_or_skipped``.
+
+README.md's ```python blocks run too (second half of this file), verbatim, in README order, in the same working
+directory after the commands, each in a fresh namespace that first runs its prelude from ``PYTHON_PRELUDES`` (the
+names the block uses but does not define, e.g. ``model = unmask.load_model("runs/sst2")`` and 8 SST-2 dev sentences
+as ``texts``); a block neither there nor in ``PYTHON_SKIPPED`` fails
+``test_every_readme_python_block_is_run_or_skipped``.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import time
 
 import pytest
 
-from test_readme_commands import PLACEHOLDER, README, _fence_commands, _inline_commands, _paths
+from test_readme_commands import PLACEHOLDER, README, _drop_comment, _fence_commands, _inline_commands, _paths
 
 TINY_BASE = "tiny/bert"  # made by the fixture: a 2-layer, 32-hidden random BERT with MiniLM's tokenizer
 
@@ -217,3 +223,165 @@ def test_substitutions_keep_the_rest_of_the_line():
          "--mode remove --json methods.json --markdown methods.md --quiet")
     assert run_order(["unmask audit runs/m", "unmask train --task sst2 --out runs/m", "unmask explain --list-methods"]) \
         == ["unmask train --task sst2 --out runs/m", "unmask audit runs/m", "unmask explain --list-methods"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# README.md's ```python blocks, run verbatim in README order, each in a fresh namespace, in the working directory
+# where the shell commands above made runs/sst2, runs/rte, ... (the readme_runs fixture). The names a block uses but
+# does not define come from its prelude in PYTHON_PRELUDES (test_python_preludes_define_exactly_the_free_names:
+# a prelude defines those names and nothing else). The one size change: ``texts`` is the first 8 SST-2 dev
+# sentences where the README means a data set's texts (the CLI audits 200 inputs by default); the README's own
+# ``texts[:32]`` stays as written. Everything else, method defaults included, runs as the README has it.
+
+_SST2_MODEL_AND_TEXTS = (
+    "import unmask.data\n"
+    'model = unmask.load_model("runs/sst2")\n'
+    'texts = [e.text for e in unmask.data.load_task("sst2", "dev", limit=8)]\n'
+)
+
+# First code line of a README python block (its comment dropped) -> the prelude run before it.
+PYTHON_PRELUDES: dict[str, str] = {
+    "report = unmask.audit(model, texts)": _SST2_MODEL_AND_TEXTS,  # section "Audit", after `unmask audit runs/sst2`
+    "import unmask": "",  # Quickstart (Python): self-contained
+    "from unmask.metrics.faithfulness import faithfulness, random_faithfulness, deletion_curve, insertion_curve":
+        _SST2_MODEL_AND_TEXTS,  # "Faithfulness, sanity checks and method agreement"
+}
+
+# First code line of a README python block -> why it is not run. Every other README python block runs.
+PYTHON_SKIPPED: dict[str, str] = {}
+
+
+def readme_python_blocks() -> list[str]:
+    """The code of README.md's ```python blocks, in README order."""
+    blocks, lines, lang = [], None, ""
+    for line in README.read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith("```"):
+            if lines is not None:
+                if lang in ("python", "py", "python3", "pycon"):
+                    blocks.append("\n".join(lines) + "\n")
+                lines = None
+            else:
+                lines, lang = [], line.strip()[3:].strip()
+        elif lines is not None:
+            lines.append(line)
+    return blocks
+
+
+def block_key(block: str) -> str:
+    return next(_drop_comment(line) for line in block.splitlines() if _drop_comment(line).strip())
+
+
+def _bound_and_free(code: str) -> tuple[set[str], set[str]]:
+    """Names ``code`` binds at top level, and the names it reads without binding them first (builtins aside)."""
+    import ast
+    import builtins
+
+    bound, free = set(), set()
+    for stmt in ast.parse(code).body:
+        local = {n.id for c in ast.walk(stmt) if isinstance(c, ast.comprehension)  # a comprehension's own names
+                 for n in ast.walk(c.target) if isinstance(n, ast.Name)}
+        reads = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        free |= reads - local - bound - set(dir(builtins))
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in local:
+                bound.add(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound |= {a.asname or a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+    return bound, free
+
+
+def run_block(code: str, namespace: dict, name: str) -> list:
+    """Run ``code`` top-level statement by statement in ``namespace`` (as ``exec`` of the whole block would) and
+    return the values of its expression statements, as a REPL would show them."""
+    import ast
+
+    values = []
+    for stmt in ast.parse(code).body:
+        if isinstance(stmt, ast.Expr):
+            values.append(eval(compile(ast.Expression(stmt.value), name, "eval"), namespace))
+        else:
+            exec(compile(ast.Module([stmt], type_ignores=[]), name, "exec"), namespace)
+    return values
+
+
+def test_every_readme_python_block_is_run_or_skipped():
+    keys = [block_key(b) for b in readme_python_blocks()]
+    assert len(keys) >= 3 and len(set(keys)) == len(keys), keys
+    missing = [k for k in keys if k not in PYTHON_PRELUDES and k not in PYTHON_SKIPPED]
+    assert not missing, f"README python blocks neither run nor skipped: add a prelude or a skip reason: {missing}"
+    stale = (set(PYTHON_PRELUDES) | set(PYTHON_SKIPPED)) - set(keys)
+    assert not stale, f"PYTHON_PRELUDES / PYTHON_SKIPPED entries that are no longer README blocks: {sorted(stale)}"
+    assert not set(PYTHON_PRELUDES) & set(PYTHON_SKIPPED)
+
+
+@pytest.mark.parametrize("block", readme_python_blocks(), ids=block_key)
+def test_python_preludes_define_exactly_the_free_names(block):
+    if block_key(block) in PYTHON_SKIPPED:
+        pytest.skip(PYTHON_SKIPPED[block_key(block)])
+    prelude = PYTHON_PRELUDES[block_key(block)]
+    assert _bound_and_free(prelude)[0] == _bound_and_free(block)[1], prelude
+
+
+def _check_audit(ns, values, stdout):
+    verdict, score, summary, reasons = values[-1]
+    assert verdict in ("trustworthy", "suspect", "manipulated")
+    assert ns["report"].verdict == verdict and isinstance(score, float) and score >= 0
+    assert isinstance(summary, str) and summary and isinstance(reasons, list)
+
+
+def _check_quickstart(ns, values, stdout):
+    import math
+
+    records, ig = ns["records"], ns["ig"]
+    assert set(records) == {"gradient_x_input", "smoothgrad", "integrated_gradients"}
+    assert ig.tokens[1:-1] == ["a", "gripping", ",", "funny", "film", "."]
+    error = ig.extras["completeness_error"]
+    assert isinstance(error, float) and math.isfinite(error)
+    assert [w for _, w, _ in ig.word_scores("sum")] == ["a", "gripping", ",", "funny", "film", "."]
+    assert "gripping" in ns["html"] and "gripping" in stdout
+    (pair_records,) = values[-1].values()
+    assert pair_records[0].target_name == "entailment" and pair_records[0].pair == "A person rests."
+    assert pair_records[0].params["steps"] == 64
+
+
+def _check_faithfulness(ns, values, stdout):
+    import math
+
+    printed = stdout.split()
+    assert len(printed) == 2 and all(math.isfinite(float(x)) for x in printed)
+    _, spearman, (names, matrix) = values
+    assert spearman[0] == pytest.approx(1.0) and len(spearman) > 1  # stage "none" first: the model vs itself
+    assert names == ["integrated_gradients", "lime"] and matrix.shape == (2, 2)
+
+
+PYTHON_CHECKS = {
+    "report = unmask.audit(model, texts)": _check_audit,
+    "import unmask": _check_quickstart,
+    "from unmask.metrics.faithfulness import faithfulness, random_faithfulness, deletion_curve, insertion_curve":
+        _check_faithfulness,
+}
+
+
+@pytest.mark.parametrize("block", readme_python_blocks(), ids=block_key)
+def test_readme_python_block_runs_as_written(block, readme_runs, monkeypatch):
+    key = block_key(block)
+    if key in PYTHON_SKIPPED:
+        pytest.skip(PYTHON_SKIPPED[key])
+    work, _ = readme_runs
+    monkeypatch.chdir(work)
+    namespace: dict = {"__name__": "__readme__"}
+    exec(PYTHON_PRELUDES[key], namespace)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        values = run_block(block, namespace, f"README.md python block {key!r}")
+    if key in PYTHON_CHECKS:
+        PYTHON_CHECKS[key](namespace, values, out.getvalue())
+
+
+def test_python_block_helpers():
+    assert _bound_and_free("import a.b\nx = f(y)  # c\n[z for z in x]\n") == ({"a", "x"}, {"f", "y"})
+    ns: dict = {}
+    assert run_block("x = 2\nx + 1\nprint()\n", ns, "t") == [3, None] and ns["x"] == 2
+    assert block_key("\n# note\nreport = f(m)   # comment\n") == "report = f(m)"
