@@ -71,3 +71,30 @@ def test_audit_cache_needs_a_saved_model(tmp_path):
 
     with pytest.raises(UnmaskError, match="no saved model to fingerprint"):
         cached_audit(None, tmp_path / "missing", tmp_path / "audit", 3, progress=False)
+
+
+def test_f_orig_is_the_same_whichever_process_fine_tunes_it(tmp_path):
+    """The demo fine-tunes in a fresh process (unmask.isolate); the new classifier head must not depend on
+    that process's unseeded RNG: two spawned fine-tunes and an in-process one give identical weights."""
+    import hashlib
+
+    import torch
+
+    from unmask.isolate import run_isolated
+
+    from safetensors.torch import load_file, save_file
+
+    base = tiny_classifier(seed=0, layers=1).save(tmp_path / "base")
+    weights = base / "model.safetensors"  # an encoder without a classifier head, as the bundled MiniLM
+    save_file({k: v for k, v in load_file(weights).items() if not k.startswith("classifier.")}, weights,
+              metadata={"format": "pt"})
+    digests = []
+    for i, isolated in enumerate((True, True, False)):
+        f_dir = tmp_path / f"f{i}"
+        if isolated:
+            run_isolated(fine_tune_f_orig, f_dir, str(base), 16, False)
+        else:
+            torch.manual_seed(1234)  # whatever state the caller's RNG is in
+            fine_tune_f_orig(f_dir, str(base), 16, progress=False)
+        digests.append(hashlib.sha256((f_dir / "model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1] == digests[2]

@@ -165,6 +165,8 @@ def fine_tune_f_orig(f_dir: Path, base_model: str, train_limit: int, progress: b
     Returns whether it trained."""
     import shutil
 
+    import torch
+
     from unmask.cache import changed_inputs, inputs_fingerprint, read_stage, stage_state, write_stage
     from unmask.data import load_task
     from unmask.models import load_model
@@ -182,6 +184,8 @@ def fine_tune_f_orig(f_dir: Path, base_model: str, train_limit: int, progress: b
     what = "MiniLM" if base_model == "minilm" else base_model
     print(f"[demo] fine-tuning {what} on {train_limit} SST-2 sentences -> {f_dir}", flush=True)
     write_stage(f_dir, fp, inputs, done=False)
+    # the new classifier head is initialized at load time, and this runs in a fresh (unseeded) process
+    torch.manual_seed(config.seed)
     f = load_model(base_model, num_labels=2, label_names=["negative", "positive"])
     train_classifier(f, load_task("sst2", "train"), load_task("sst2", "dev"), f_dir, config, progress=progress)
     write_stage(f_dir, fp, inputs, done=True)
