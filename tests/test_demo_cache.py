@@ -57,11 +57,11 @@ def test_audit_cache_follows_the_model_weights_and_n(tmp_path, monkeypatch, caps
     monkeypatch.setattr(importlib.import_module("unmask.audit"), "audit", fake_audit)  # the module, not unmask.audit()
     model_dir = tiny_classifier(seed=0, layers=1).save(tmp_path / "m")
     cache = tmp_path / "audit"
-    first = cached_audit(None, model_dir, cache, 3, progress=False)
-    assert cached_audit(None, model_dir, cache, 3, progress=False) == first and calls == [3]
-    assert cached_audit(None, model_dir, cache, 4, progress=False)["n"] == 4 and calls == [3, 4]
+    first = cached_audit(model_dir, cache, 3, progress=False)
+    assert cached_audit(model_dir, cache, 3, progress=False) == first and calls == [3]
+    assert cached_audit(model_dir, cache, 4, progress=False)["n"] == 4 and calls == [3, 4]
     tiny_classifier(seed=1, layers=1).save(model_dir)  # retrained model, same directory
-    again = cached_audit(None, model_dir, cache, 3, progress=False)
+    again = cached_audit(model_dir, cache, 3, progress=False)
     assert calls == [3, 4, 3] and again != first
     assert len(list(cache.glob("*.json"))) == 3
 
@@ -70,7 +70,7 @@ def test_audit_cache_needs_a_saved_model(tmp_path):
     from unmask.errors import UnmaskError
 
     with pytest.raises(UnmaskError, match="no saved model to fingerprint"):
-        cached_audit(None, tmp_path / "missing", tmp_path / "audit", 3, progress=False)
+        cached_audit(tmp_path / "missing", tmp_path / "audit", 3, progress=False)
 
 
 def test_f_orig_is_the_same_whichever_process_fine_tunes_it(tmp_path):

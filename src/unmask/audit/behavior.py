@@ -252,19 +252,19 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
     classes = [word_classes(r, frequent) for r in reference]
     names = [name for name in methods if name != REFERENCE]
     instances = [FirstOrderOcclusion(token_budget=token_budget), *(audit_method(n, token_budget) for n in names)]
-    groups = pass_groups(model, instances)  # first-order occlusion shares its pass with gradient, g.x
+    group_of = {j: g for g in pass_groups(model, instances) for j in g}  # first-order shares with gradient, g.x
     records: dict[int, list[Attribution]] = {}
     seconds: dict[int, float] = {}
 
     def run(i: int) -> None:
         """Records of ``instances[i]`` and of the methods sharing its gradient pass: one run, one time."""
-        group = next(g for g in groups if i in g)
+        group = group_of[i]
         t0 = time.time()
         recs = attribute_methods(model, batch, [instances[j] for j in group], target, logits)
         for j, r in zip(group, recs):
             records[j], seconds[j] = r, time.time() - t0
 
-    shared = [instances[j].name for j in next(g for g in groups if 0 in g)[1:]]
+    shared = [instances[j].name for j in group_of[0][1:]]
     say("first-order occlusion from the gradient" + (f" (one pass with {', '.join(shared)})" if shared else ""))
     run(0)
     dtype = torch.empty(0, dtype=model.embedding_matrix.dtype).numpy().dtype  # the pass's own precision

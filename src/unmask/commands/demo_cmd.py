@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     for name, model_dir in dirs.items():
         audits[name] = cached_audit_result(model_dir, work / "audit", args.audit_n)
         if audits[name] is None:
-            audits[name] = run_isolated(cached_audit, None, model_dir, work / "audit", args.audit_n, progress,
+            audits[name] = run_isolated(cached_audit, model_dir, work / "audit", args.audit_n, progress,
                                         what=f"audit of {name}")
         stage_done(f"{name} audited", started)
     texts = [e.text for e in load_task("sst2", "dev", limit=64) if 8 <= len(e.text.split()) <= 16][:DEMO_SENTENCES]
@@ -149,13 +149,22 @@ def f_orig_inputs(base_model: str, train_limit: int) -> tuple[dict, TrainConfig]
             "dev": data_fingerprint(load_task("sst2", "dev"))}, config
 
 
-def f_orig_needs_training(f_dir: Path, base_model: str, train_limit: int) -> bool:
-    """Whether ``f_dir`` is missing, half-done or made from other inputs than these."""
+def f_orig_state(f_dir: Path, base_model: str, train_limit: int) -> tuple[str, dict, "TrainConfig", str]:
+    """(state of ``f_dir``: ``"done"`` only with its weights, else as ``unmask.cache.stage_state`` says;
+    the inputs it is made from; the fine-tuning settings; their fingerprint)."""
     from unmask.cache import inputs_fingerprint, stage_state
 
-    inputs, _ = f_orig_inputs(base_model, train_limit)
-    return not (stage_state(f_dir, inputs_fingerprint(**inputs)) == "done"
-                and (f_dir / "model.safetensors").is_file())
+    inputs, config = f_orig_inputs(base_model, train_limit)
+    fp = inputs_fingerprint(**inputs)
+    state = stage_state(f_dir, fp)
+    if state == "done" and not (f_dir / "model.safetensors").is_file():
+        state = "partial"
+    return state, inputs, config, fp
+
+
+def f_orig_needs_training(f_dir: Path, base_model: str, train_limit: int) -> bool:
+    """Whether ``f_dir`` is missing, half-done or made from other inputs than these."""
+    return f_orig_state(f_dir, base_model, train_limit)[0] != "done"
 
 
 def fine_tune_f_orig(f_dir: Path, base_model: str, train_limit: int, progress: bool) -> bool:
@@ -167,16 +176,14 @@ def fine_tune_f_orig(f_dir: Path, base_model: str, train_limit: int, progress: b
 
     import torch
 
-    from unmask.cache import changed_inputs, inputs_fingerprint, read_stage, stage_state, write_stage
+    from unmask.cache import changed_inputs, read_stage, write_stage
     from unmask.data import load_task
     from unmask.models import load_model
     from unmask.training import train_classifier
 
-    if not f_orig_needs_training(f_dir, base_model, train_limit):
+    state, inputs, config, fp = f_orig_state(f_dir, base_model, train_limit)
+    if state == "done":
         return False
-    inputs, config = f_orig_inputs(base_model, train_limit)
-    fp = inputs_fingerprint(**inputs)
-    state = stage_state(f_dir, fp)
     if state == "stale":
         print(f"[demo] {f_dir} was made from other inputs ({changed_inputs(read_stage(f_dir), inputs)}); "
               f"fine-tuning it again", flush=True)
@@ -210,9 +217,9 @@ def cached_audit_result(model_dir: Path, cache_dir: Path, n: int) -> dict | None
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def cached_audit(model, model_dir: Path, cache_dir: Path, n: int, progress: bool) -> dict:
-    """The audit of ``model`` (loaded from ``model_dir`` when None) on the first ``n`` SST-2 dev sentences,
-    cached (``audit_cache_path``)."""
+def cached_audit(model_dir: Path, cache_dir: Path, n: int, progress: bool) -> dict:
+    """The audit of the model in ``model_dir`` on the first ``n`` SST-2 dev sentences, cached
+    (``audit_cache_path``)."""
     from unmask.attribution.budget import release_memory
     from unmask.audit import audit
     from unmask.data import load_task
@@ -224,9 +231,7 @@ def cached_audit(model, model_dir: Path, cache_dir: Path, n: int, progress: bool
         return json.loads(path.read_text())
     print(f"[demo] auditing {model_dir} on {n} dev sentences", flush=True)
     say = (lambda s: print(f"[audit] {s}", flush=True)) if progress else None
-    if model is None:
-        model = load_model(model_dir)
-    report = audit(model, [e.text for e in load_task("sst2", "dev", limit=n)], progress=say)
+    report = audit(load_model(model_dir), [e.text for e in load_task("sst2", "dev", limit=n)], progress=say)
     data = report.to_dict()
     write_json_atomic(path, data)
     del report

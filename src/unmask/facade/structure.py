@@ -22,7 +22,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from unmask.models.classifier import TextClassifier
-from unmask.models.encoder_layout import attention_and_ffn, readout_and_classifier, transformer_layers
+from unmask.models.encoder_layout import encoder_layout
 from unmask.models.split_layernorm import SplitLayerNorm
 
 
@@ -40,21 +40,11 @@ def _layernorm_groups(module: nn.Module, hidden: int) -> list[np.ndarray]:
 WHAT = "structural facade detection"
 
 
-def _layers(model: TextClassifier) -> list[nn.Module]:
-    return transformer_layers(model, WHAT)
-
-
-def _classifier(model: TextClassifier, layers: list[nn.Module]) -> tuple[list[nn.Linear], nn.Linear]:
-    return readout_and_classifier(model, layers, WHAT)
-
-
 def hidden_unit_graph(model: TextClassifier, rel_tol: float = 1e-6) -> np.ndarray:
     """Boolean (hidden x hidden) adjacency of hidden units that interact anywhere in the network."""
     hf = model.model
-    layers = _layers(model)
-    hidden = int(hf.config.hidden_size)
-    heads = int(hf.config.num_attention_heads)
-    readout, _ = _classifier(model, layers)
+    layout = encoder_layout(model, WHAT)
+    hidden, heads = layout.hidden, layout.heads
     adj = np.eye(hidden, dtype=bool)
 
     def couple(groups: list[np.ndarray]) -> None:
@@ -65,9 +55,8 @@ def hidden_unit_graph(model: TextClassifier, rel_tol: float = 1e-6) -> np.ndarra
         if (isinstance(m, SplitLayerNorm) and sum(m.sizes) == hidden) or (
                 isinstance(m, nn.LayerNorm) and tuple(m.normalized_shape) == (hidden,)):
             couple(_layernorm_groups(m, hidden))
-    head = hidden // heads
-    for i, layer in enumerate(layers):
-        query, key, value, output, up, down = attention_and_ffn(layer, hidden, i, WHAT)
+    head = layout.head_size
+    for query, key, value, output, up, down in layout.layers:
         for lin in (query, key, value, output):
             adj |= _nonzero(lin.weight, rel_tol)
         # query and key of one head interact through their dot product; so do value dims of a head
@@ -79,7 +68,7 @@ def hidden_unit_graph(model: TextClassifier, rel_tol: float = 1e-6) -> np.ndarra
         ffn_in = _nonzero(up.weight, rel_tol).astype(np.float32)     # inter x hidden
         ffn_out = _nonzero(down.weight, rel_tol).astype(np.float32)  # hidden x inter
         adj |= (ffn_out @ ffn_in) > 0
-    for lin in readout:
+    for lin in layout.readout:
         adj |= _nonzero(lin.weight, rel_tol)
     return adj | adj.T
 
@@ -100,7 +89,7 @@ def component_logits(model: TextClassifier, input_ids: torch.Tensor, attention_m
     to a component depends on that component alone, and the classifier is linear. That input is read with
     a forward hook on the classifier Linear, so no family's pooler or head is named here.
     """
-    _, classifier = _classifier(model, _layers(model))
+    classifier = encoder_layout(model, WHAT).classifier
     seen: list[torch.Tensor] = []
     hook = classifier.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0]))
     try:

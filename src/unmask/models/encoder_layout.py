@@ -29,11 +29,6 @@ def linears(module: nn.Module) -> list[nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
-def transformer_layers(model, what: str) -> list[nn.Module]:
-    """The transformer layers, from the adapter (``hidden_state_modules()``: embeddings, then layers)."""
-    return encoder_modules(model, what)[1:]
-
-
 def encoder_modules(model, what: str) -> list[nn.Module]:
     """The embedding block, then each transformer layer (the adapter's ``hidden_state_modules()``)."""
     if not hasattr(model, "hidden_state_modules"):
