@@ -121,6 +121,19 @@ def facade_specs() -> list[Spec]:
                        share_cap=0.25))
     out.append(_facade("unmerged_stop_aware_cap20", "unmerged-distilled-aware", "heldout", target="stop",
                        share_cap=0.2))
+    # Zoo v3 (2026-12-07, built after the v3 calibration with the top-1 pile-up test was committed): held-out
+    # families the tests were not chosen on. Unmerged facades with a new target (last word), a target no
+    # unmerged facade had (punctuation), first token distilled harder (the v2 one kept only 95.3% agreement),
+    # another seed, and an audit-aware facade pushed further (cap 0.15) on stop words and on the last word.
+    fresh = dict(added="v3", distill_weight=30.0)
+    out.append(_facade("unmerged_first_d30", "unmerged-distilled", "heldout", target="first", **fresh))
+    out.append(_facade("unmerged_punct", "unmerged-distilled", "heldout", target="punct", **fresh))
+    out.append(_facade("unmerged_lastword", "unmerged-distilled", "heldout", target="last_word", **fresh))
+    out.append(_facade("unmerged_stop_seed1", "unmerged-distilled", "heldout", target="stop", seed=1, **fresh))
+    out.append(_facade("unmerged_stop_aware_cap15", "unmerged-distilled-aware", "heldout", target="stop",
+                       share_cap=0.15, **fresh))
+    out.append(_facade("unmerged_lastword_aware_cap25", "unmerged-distilled-aware", "heldout",
+                       target="last_word", share_cap=0.25, **fresh))
     return out
 
 
@@ -263,9 +276,12 @@ def build_unmerged(spec: Spec) -> None:
     f = load_model(ROOT / BASE)
     from unmask.facade.unmerged import UnmergedConfig
 
+    r = spec.recipe
     cfg = UnmergedConfig(steps=120, batch_size=16, max_length=64, checkpoint_every=20, eval_every=40,
-                         margin_weight=1.0, share_cap=spec.recipe.get("share_cap", 1.0))
-    train_unmerged(f, load_task("sst2", "train"), load_task("sst2", "dev"), spec.recipe["target"],
+                         margin_weight=1.0, share_cap=r.get("share_cap", 1.0),
+                         distill_weight=r.get("distill_weight", UnmergedConfig.distill_weight),
+                         seed=r.get("seed", UnmergedConfig.seed))
+    train_unmerged(f, load_task("sst2", "train"), load_task("sst2", "dev"), r["target"],
                    ROOT / spec.name, cfg, progress=False, log=log)
 
 
@@ -444,7 +460,7 @@ def evaluate(names: list[str] | None, n: int, reverse: bool = False) -> None:
                "p_at_1": {m: p_at_1(r, target, model.tokenizer) for m, r in records.items()},
                "dev_accuracy": None, "agreement_with_f": None, "records": compact_records(records)}
         if spec.kind == "clean":  # f's P@1 on every facade target, the reference a facade's P@1 is read against
-            targets = {r["target"] for r in FACADES.values()} | {"first", "stop"}
+            targets = {target_of(s) for s in SPECS if s.kind == "facade"} | {"first", "stop"}
             row["p_at_1_by_target"] = {t: {m: p_at_1(r, t, model.tokenizer) for m, r in records.items()}
                                        for t in sorted(targets)}
         full = [e for e in dev]
@@ -491,8 +507,10 @@ def report(n: int, argv: list[str] | None) -> None:
                 fooled = r["p_at_1"].get(m, 0.0) - base_target.get(m, 0.0) > AFFECTED_P1_GAIN
                 method_checks[m] = {"fooled": fooled, "flagged": v.verdict in ("suspect", "manipulated"),
                                     "p_at_1": r["p_at_1"].get(m), "f_p_at_1": base_target.get(m)}
+        spec = next((x for x in SPECS if x.name == name), None)
         per_model.append({
             "name": name, "kind": r["kind"], "variant": r["variant"], "split": r["split"], "task": r["task"],
+            "added": spec.recipe.get("added", "") if spec else "",
             "target": r["target"], "score": model["score"], "p_value": model["p_value"],
             "verdict": model["verdict"], "flagged": flagged,
             "agreement_with_f": r["agreement_with_f"], "dev_accuracy": r["dev_accuracy"],
@@ -501,13 +519,17 @@ def report(n: int, argv: list[str] | None) -> None:
             "method_checks": method_checks, "audit_seconds": r["audit_seconds"],
             "p_behavior": model["p_behavior"], "p_structure": model["p_structure"],
             "statistics": {k: v for k, v in statistics(r["evidence"]).items()
-                           if k.split(".")[-1] in ("misplacement", "pileup", "magnitude_ratio", "top1_miss",
+                           if k.split(".")[-1] in ("misplacement", "pileup", "top1_pileup", "magnitude_ratio", "top1_miss",
                                                    "structure")}})
         n_tests = model["tests_pooled"]
     held = [m for m in per_model if m["split"] == "heldout"]
     result = {"command": command, "eval_n": n, "calibration_models": sorted(calib_clean),
               "heldout_models": sorted(m["name"] for m in held)}
-    for split, models in (("heldout", held), ("calibration", [m for m in per_model if m["split"] == "calibration"])):
+    # v3: the facades built after the top-1 pile-up test was chosen (the rest of the held-out split had been seen
+    # when it was chosen), read against all held-out clean models
+    fresh = [m for m in held if m["kind"] == "clean" or m["added"] == "v3"]
+    for split, models in (("heldout", held), ("calibration", [m for m in per_model if m["split"] == "calibration"]),
+                          ("fresh_heldout", fresh)):
         clean = [m for m in models if m["kind"] == "clean"]
         fac = [m for m in models if m["kind"] == "facade"]
         stats = {"n_clean": len(clean), "n_facade": len(fac),
@@ -522,7 +544,7 @@ def report(n: int, argv: list[str] | None) -> None:
         if split == "heldout":
             result.update(stats)
         else:
-            result["calibration_split"] = stats
+            result[{"calibration": "calibration_split"}.get(split, split)] = stats
     result["per_model"] = per_model
     result["calibration"] = cal.to_dict()
     result["suspect_values"] = {"tests_pooled": n_tests, "values": fire_values(cal, SUSPECT_P / n_tests)}
@@ -544,6 +566,7 @@ def load_evidence() -> dict[str, dict]:
     files = sorted((ROOT / "evidence").glob("*.json"))
     if files:
         rows = {r["name"]: r for r in (json.loads(f.read_text()) for f in files)}
+        fill_base_targets(rows)
         EVIDENCE_ARCHIVE.parent.mkdir(parents=True, exist_ok=True)
         tmp = EVIDENCE_ARCHIVE.with_suffix(".tmp")
         with gzip.open(tmp, "wt") as fh:
@@ -561,9 +584,13 @@ def load_evidence() -> dict[str, dict]:
 
 
 def fill_record_statistics(row: dict) -> None:
-    """Add per-method statistics computed from records (``misplacement``) where the evidence lacks them."""
+    """Add per-method statistics computed from records (``misplacement``, ``top1_pileup``) where the evidence
+    predates them, with the audit's own functions on the stored (4-significant-digit) scores."""
+    from types import SimpleNamespace
+
     import numpy as np
 
+    from unmask.audit.behavior import frequent_words, top1_pileup, word_classes
     from unmask.audit.placement import content_mask, misplacement
 
     records = row.get("records")
@@ -571,12 +598,49 @@ def fill_record_statistics(row: dict) -> None:
     if not records:
         return
     reference = row["evidence"]["behavior"].get("reference", "leave_one_out")
-    occl = [np.asarray(x["scores"][reference], dtype=float) for x in records]
+
+    def as_records(name: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(scores=np.asarray(x["scores"][name], dtype=float), sequence_ids=x["sequence_ids"],
+                                word_ids=x["word_ids"], words=x["words"]) for x in records]
+
+    occl = as_records(reference)
     content = [content_mask(x["sequence_ids"]) for x in records]
+    classes = [word_classes(r, frequent_words(occl)) for r in occl]
     for name, m in methods.items():
-        if "misplacement" not in m and name in records[0]["scores"]:
-            m["misplacement"] = misplacement([np.asarray(x["scores"][name], dtype=float) for x in records],
-                                             occl, content)
+        if name not in records[0]["scores"]:
+            continue
+        recs = as_records(name)
+        if "misplacement" not in m:
+            m["misplacement"] = misplacement([r.scores for r in recs], [o.scores for o in occl], content)
+        if "top1_pileup" not in m:
+            excess, cls, share, ref_share = top1_pileup(recs, occl, classes)
+            m.update(top1_pileup=excess, top1_pileup_class=cls, top1_share=share, reference_top1_share=ref_share)
+
+
+def fill_base_targets(rows: dict) -> None:
+    """f's P@1 on facade targets added after f was evaluated, from f's stored records (needs f's tokenizer);
+    written back to f's evidence file so the archive carries it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    base = rows.get(BASE)
+    path = ROOT / "evidence" / f"{BASE}.json"
+    missing = sorted({target_of(s) for s in SPECS if s.kind == "facade"} - set(base.get("p_at_1_by_target", {}))
+                     ) if base else []
+    if not missing or not path.is_file():
+        return
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ROOT / BASE)
+    methods = list(base["records"][0]["scores"])
+    recs = {m: [SimpleNamespace(tokens=x["tokens"], sequence_ids=x["sequence_ids"],
+                                scores=np.asarray(x["scores"][m])) for x in base["records"]] for m in methods}
+    for t in missing:
+        base["p_at_1_by_target"][t] = {m: p_at_1(recs[m], t, tok) for m in methods}
+    from unmask.io import write_json_atomic
+
+    write_json_atomic(path, base)
 
 
 def _base_p1(rows: dict, target: str) -> dict:
@@ -597,10 +661,17 @@ def markdown(result: dict) -> str:
              + ", ".join(result["calibration_models"]) + ".", "",
              f"Held-out: TPR {pct(result['tpr'])}%, FPR {pct(result['fpr'])}%, AUC {result.get('auc', float('nan')):.3f}, "
              f"per-method verdicts right {pct(result['method_verdicts_right'])}% "
-             "(a method is 'fooled' when its P@1 on the facade's target rose > 20 points over f's).", "",
+             "(a method is 'fooled' when its P@1 on the facade's target rose > 20 points over f's).", ""]
+    fr = result.get("fresh_heldout") or {}
+    if fr.get("n_facade"):
+        lines += [f"Facades built after the top-1 pile-up test was chosen (zoo v3, {fr['n_facade']} models, "
+                  f"with the {fr['n_clean']} held-out clean models): TPR {pct(fr['tpr'])}%, FPR {pct(fr['fpr'])}%, "
+                  f"AUC {fr.get('auc', float('nan')):.3f}, per-method verdicts right "
+                  f"{pct(fr['method_verdicts_right'])}%. These are the numbers no test choice has seen.", ""]
+    lines += [
              "| model | kind | variant | split | target | agreement with f | g.x P@1 | g.x misplacement | "
-             "g.x pile-up | magnitude | score | verdict | gradient / g.x / SmoothGrad / IG |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "g.x pile-up | g.x top-1 pile-up | magnitude | score | verdict | gradient / g.x / SmoothGrad / IG |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in sorted(result["per_model"], key=lambda m: (m["split"], m["kind"], m["name"])):
         mv = m["method_verdicts"]
         short = " / ".join(mv.get(k, "-")[:5] for k in ("gradient", "gradient_x_input", "smoothgrad",
@@ -614,6 +685,7 @@ def markdown(result: dict) -> str:
         lines.append(f"| {m['name']} | {m['kind']} | {m['variant']} | {m['split']} | {m['target']} | "
                      f"{pct(m['agreement_with_f'])} | {pct(m['gradient_p1'])} | "
                      f"{num('gradient_x_input.misplacement')} | {num('gradient_x_input.pileup')} | "
+                     f"{num('gradient_x_input.top1_pileup')} | "
                      f"{num('model.magnitude_ratio')} | {min(m['score'], 300):.1f} | {m['verdict']} | {short} |")
     lines += ["", "Held-out clean models by family (flagged / audited): " + ", ".join(
         f"{fam} {sum(m['flagged'] for m in ms)}/{len(ms)}" for fam, ms in sorted(_by_variant(
@@ -650,9 +722,14 @@ def markdown(result: dict) -> str:
               "are other seeds, budgets and learning rates of those families plus a 4-layer MiniLM and the Eq. 5 "
               "regularized models. A family far from all of these (another tokenizer, another task) is audited "
               "against a population it does not belong to: read its verdict with that in mind.",
-              "- statistics were chosen on the calibration split only: misplacement replaced top-1 miss as a tested "
-              "statistic after comparing both on the clean calibration models and the calibration facades (plain "
-              "and permuted merges); no held-out model was looked at to choose tests, floors or thresholds."]
+              "- how the tests were chosen: misplacement replaced top-1 miss as a tested statistic after comparing "
+              "both on the clean calibration models and the calibration facades (plain and permuted merges) only. "
+              "The top-1 pile-up test (v3) was added AFTER the v2 report showed two held-out unmerged facades "
+              "(unmerged_first, unmerged_stop_aware_cap20) evading the mass pile-up: the v2 held-out facades have "
+              "therefore been seen while choosing it, and their detection here is not an unbiased estimate. Its "
+              "floor (0.05: two inputs in 40) and every threshold come from the clean calibration models alone; "
+              "the v3 facades (`added` = v3 in the JSON) were specified and built after it was committed and are "
+              "the unbiased held-out check."]
     return "\n".join(lines) + "\n"
 
 

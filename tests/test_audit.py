@@ -50,7 +50,7 @@ def zoo(tmp_path_factory):
 
     torch.manual_seed(0)
     tmp = tmp_path_factory.mktemp("audit")
-    probe = _texts(24, seed=1)
+    probe = _texts(40, seed=1)
     calibration = fit({f"clean{s}": _evidence(_clean(s, tmp), probe) for s in (5, 6, 7, 8, 9, 10)},
                       source="test")
     f = _clean(3, tmp)
@@ -201,3 +201,29 @@ def test_structure_alone_makes_a_model_suspect_never_manipulated():
     methods, model = verdicts(_synthetic_evidence(0.5, 1e-6), cal)
     assert methods["gradient_x_input"].verdict == "manipulated" and model["verdict"] == "manipulated"
     assert model["p_value"] == model["p_behavior"] < MANIPULATED_P
+
+
+def test_top1_pileup_by_hand():
+    """Two inputs: the method's top token is the stop word 'the' in both, occlusion's top token in neither ->
+    excess 1.0 on stop words (and on the first word, which 'the' also is); an input with one content token
+    counts for neither."""
+    from unmask.attribution.record import Attribution
+    from unmask.audit.behavior import top1_pileup, word_classes
+
+    def rec(words, scores):
+        n = len(words)
+        return Attribution(tokens=["[CLS]", *words, "[SEP]"], scores=[0.0, *scores, 0.0], method="m", target=0,
+                           target_name="x", prediction=0, probabilities=[1.0, 0.0],
+                           word_ids=[None, *range(n), None], sequence_ids=[None, *[0] * n, None],
+                           words=(list(words),), text=" ".join(words))
+
+    method = [rec(["the", "film", "bores"], [3.0, 1.0, 2.0]), rec(["the", "plot", "works"], [-5.0, 1.0, 1.0]),
+              rec(["fine"], [1.0])]
+    occlusion = [rec(["the", "film", "bores"], [0.1, 0.2, 0.9]), rec(["the", "plot", "works"], [0.0, 0.3, -0.8]),
+                 rec(["fine"], [1.0])]
+    classes = [word_classes(r, set()) for r in occlusion]
+    excess, cls, share, ref_share = top1_pileup(method, occlusion, classes)
+    assert excess == 1.0 and cls in ("first word", "stop words") and share == 1.0 and ref_share == 0.0
+    # the reference's top token in the class too -> no excess
+    excess, *_ = top1_pileup(method, method, classes)
+    assert excess == 0.0

@@ -14,6 +14,10 @@ random ordering):
   token (0 when the method's top token is the one whose removal moves the output most);
 - ``pileup``: the largest excess share of attribution the method puts on one class of positions or words
   (first word, last word, stop words, punctuation, each frequent word) over the share occlusion gives it.
+- ``top1_pileup``: the same read on the top token only (the paper's P@1, made relative): the largest excess,
+  over the same classes, of the share of inputs whose top-attributed token is in the class over the share of
+  inputs whose most effective token (occlusion's top) is. A facade that lifts a class to the top of most
+  inputs while leaving much of the attribution mass elsewhere shows here, not in ``pileup``.
 - ``misplacement``: 1 - the method's placement skill against occlusion (``placement.py``): 0 when all of its
   attribution sits on the token whose removal moves the output most, 1 when it is placed no better than
   uniformly, above 1 when it sits on tokens that matter less than the average token. Class-free: it sees a
@@ -42,7 +46,7 @@ from unmask.attribution.explain import attribute_batch, attribute_methods, predi
 from unmask.attribution.record import Attribution
 from unmask.attribution.shared import pass_groups
 from unmask.audit.first_order import FirstOrderOcclusion
-from unmask.audit.placement import content_mask, misplacement
+from unmask.audit.placement import MIN_CONTENT, content_mask, misplacement
 from unmask.data.readers import stopwords
 from unmask.errors import UnmaskError
 from unmask.models.classifier import TextClassifier
@@ -85,6 +89,10 @@ class MethodEvidence:
     seconds: float  # of the run that made its records (shared by methods sharing one gradient pass)
     extras: dict = field(default_factory=dict)
     misplacement: float = float("nan")   # NaN in evidence stored before the statistic existed
+    top1_pileup: float = float("nan")    # likewise
+    top1_pileup_class: str = ""
+    top1_share: float = float("nan")     # share of inputs whose top token is in top1_pileup_class
+    reference_top1_share: float = float("nan")
 
 
 @dataclass
@@ -176,6 +184,35 @@ def pileup(method: Sequence[Attribution], reference: Sequence[Attribution],
     return m[name] - ref.get(name, 0.0), name, m[name], ref.get(name, 0.0)
 
 
+def top_token(scores: np.ndarray, sequence_ids: Sequence[int | None]) -> int | None:
+    """Index of the content token with the largest |score| (None: fewer than 2 content tokens or all 0)."""
+    keep = content_mask(sequence_ids)
+    a = np.abs(np.asarray(scores, dtype=float))
+    if keep.sum() < MIN_CONTENT or not np.isfinite(a[keep]).all() or a[keep].max() <= 0:
+        return None
+    return int(np.argmax(np.where(keep, a, -np.inf)))
+
+
+def top1_pileup(method: Sequence[Attribution], reference: Sequence[Attribution],
+                classes: list[list[set[str]]]) -> tuple[float, str, float, float]:
+    """(excess, class, method's share, reference's share) of the class the method's top token lands in most
+    often beyond occlusion's top token; over inputs where both top tokens are defined."""
+    on_method: Counter[str] = Counter()
+    on_reference: Counter[str] = Counter()
+    n = 0
+    for r, o, cls in zip(method, reference, classes):
+        tm, to = top_token(r.scores, r.sequence_ids), top_token(o.scores, o.sequence_ids)
+        if tm is None or to is None:
+            continue
+        n += 1
+        on_method.update(cls[tm])
+        on_reference.update(cls[to])
+    if not on_method:
+        return 0.0, "", 0.0, 0.0
+    name = max(sorted(on_method), key=lambda k: on_method[k] - on_reference[k])
+    return (on_method[name] - on_reference[name]) / n, name, on_method[name] / n, on_reference[name] / n
+
+
 def record_misplacement(method: Sequence[Attribution], reference: Sequence[Attribution]) -> float:
     """``placement.misplacement`` of a method's records against the occlusion records of the same inputs."""
     return misplacement([r.scores for r in method], [o.scores for o in reference],
@@ -232,7 +269,7 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
 
     ``records_out``, if given, receives every method's records (and the reference's) by method name.
     """
-    from unmask.metrics.faithfulness import faithfulness, random_faithfulness
+    from unmask.metrics.faithfulness import RowCache, faithfulness, random_faithfulness
 
     if not texts:
         raise UnmaskError("the audit needs at least one input text")
@@ -246,8 +283,9 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
     say("faithfulness of the reference and of random orderings")
     if records_out is not None:
         records_out[REFERENCE] = reference
-    ref_faith = faithfulness(model, reference, token_budget=token_budget)
-    rand_faith = random_faithfulness(model, reference, seed=seed, token_budget=token_budget)
+    rows = RowCache()  # every curve below shares its perturbed rows: each distinct one runs once
+    ref_faith = faithfulness(model, reference, token_budget=token_budget, cache=rows)
+    rand_faith = random_faithfulness(model, reference, seed=seed, token_budget=token_budget, cache=rows)
     frequent = frequent_words(reference)
     classes = [word_classes(r, frequent) for r in reference]
     names = [name for name in methods if name != REFERENCE]
@@ -279,10 +317,11 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
         recs = records[i]
         if records_out is not None:
             records_out[method.name] = recs
-        faith = faithfulness(model, recs, token_budget=token_budget)
+        faith = faithfulness(model, recs, token_budget=token_budget, cache=rows)
         gain = faith.aopc_comprehensiveness - rand_faith.aopc_comprehensiveness
         unfaith = 1.0 - gain / max(ref_gain, 0.05 * abs(ref_faith.aopc_comprehensiveness), 1e-12)
         excess, cls, share, ref_share = pileup(recs, reference, classes)
+        top_excess, top_cls, top_share, ref_top_share = top1_pileup(recs, reference, classes)
         extras = {}
         if name == "integrated_gradients":
             errs = [r.extras.get("completeness_error", np.nan) for r in recs]
@@ -291,6 +330,8 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
             method=method.name, unfaithfulness=float(unfaith), top1_miss=top1_miss(recs, reference),
             misplacement=record_misplacement(recs, reference),
             pileup=float(excess), pileup_class=cls, pileup_share=float(share), reference_share=float(ref_share),
+            top1_pileup=float(top_excess), top1_pileup_class=top_cls, top1_share=float(top_share),
+            reference_top1_share=float(ref_top_share),
             aopc_comprehensiveness=float(faith.aopc_comprehensiveness),
             aopc_random=float(rand_faith.aopc_comprehensiveness),
             aopc_reference=float(ref_faith.aopc_comprehensiveness), seconds=round(seconds[i], 2), extras=extras)

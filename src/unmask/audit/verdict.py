@@ -79,6 +79,10 @@ def _reason(test: Test, evidence: dict) -> str:
         m = b["methods"][method]
         return (f"it puts {100 * m['pileup_share']:.0f}% of its attribution on {m['pileup_class']}, where "
                 f"occlusion puts {100 * m['reference_share']:.0f}%")
+    if stat == "top1_pileup":
+        m = b["methods"][method]
+        return (f"its top token is on {m['top1_pileup_class']} in {100 * m['top1_share']:.0f}% of the inputs, where "
+                f"occlusion's most effective token is in {100 * m['reference_top1_share']:.0f}%")
     if stat == "magnitude_ratio":
         return (f"the gradient predicts output changes {10 ** test.value:.1f}x the size of those masking a "
                 f"token produces")
