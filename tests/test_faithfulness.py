@@ -14,7 +14,7 @@ from test_perturbation_models import (LABELS, POSITIVE, _tokenizer, planted_clas
                                       trained_bag_classifier)
 from unmask.attribution import explain
 from unmask.errors import UnmaskError
-from unmask.metrics.faithfulness import (FRACTIONS, Curve, Faithfulness, deletion_curve, faithfulness,
+from unmask.metrics.faithfulness import (FRACTIONS, Curve, Faithfulness, RowCache, deletion_curve, faithfulness,
                                          insertion_curve, random_curve, random_faithfulness)
 from unmask.models.classifier import TextClassifier
 
@@ -232,6 +232,47 @@ def test_identical_perturbed_rows_run_once(tiny_model):
     recs = explain(tiny_model, ["a b c"], ["gradient"])["gradient"]  # 3 candidates: k = 1, 1, 1, 1, 2
     faithfulness(spy, recs)
     assert len(spy.seen) == len({(tuple(i), tuple(t or ())) for i, t in spy.seen}) == 1 + 2 + 2
+
+
+def _same(a: Faithfulness, b: Faithfulness) -> bool:
+    return (np.allclose(a.comprehensiveness, b.comprehensiveness, atol=1e-5)
+            and np.allclose(a.sufficiency, b.sufficiency, atol=1e-5))
+
+
+def test_row_cache_runs_each_distinct_row_once_across_calls(tiny_model):
+    spy = Spy(tiny_model)
+    texts = ["a fine film", "a dull , long film", "the plot is thin but the cast is good"]
+    recs = explain(tiny_model, texts, ["gradient", "gradient_x_input", "leave_one_out"])
+    calls = [lambda m, **kw: faithfulness(m, recs[name], **kw) for name in recs]
+    calls.append(lambda m, **kw: random_faithfulness(m, recs["leave_one_out"], seed=2, **kw))
+    alone = [call(spy) for call in calls]
+    per_call = list(spy.seen)
+    spy.seen.clear()
+    cache = RowCache(spy)
+    shared = [call(spy, cache=cache) for call in calls]
+    assert all(_same(a, b) for a, b in zip(alone, shared))
+    distinct = {(tuple(i), tuple(t or ())) for i, t in per_call}
+    assert len(spy.seen) == len(cache) == len(distinct) < len(per_call)  # each distinct row ran once
+    with pytest.raises(UnmaskError, match="one cache per model"):
+        faithfulness(tiny_model, recs["gradient"], cache=cache)  # not the spy the cache was made for
+
+
+def test_row_cache_shares_only_identical_rows(tiny_model):
+    spy = Spy(tiny_model)
+    (r,) = explain(tiny_model, ["a b c"], ["gradient"])["gradient"]  # 3 candidates: k = 1, 1, 1, 1, 2
+    a = replace(r, scores=np.array([0.0, 3.0, 2.0, 1.0, 0.0]))  # order a, b, c
+    b = replace(r, scores=np.array([0.0, 2.0, 3.0, 1.0, 0.0]))  # order b, a, c: the same top-2 set
+    cache = RowCache(spy)
+    faithfulness(spy, [a], cache=cache)
+    assert len(spy.seen) == 1 + 2 + 2
+    spy.seen.clear()
+    assert _same(faithfulness(spy, [b], cache=cache), faithfulness(tiny_model, [b]))
+    ids = tiny_model.encode(["a b c"]).input_ids[0].numpy()
+    assert sorted(tuple(i) for i, _ in spy.seen) == sorted(  # without b; with only b
+        [tuple(np.delete(ids, 2)), tuple(np.delete(ids, [1, 3]))])
+    spy.seen.clear()
+    faithfulness(spy, [b], mode="mask", cache=cache)  # only the unmasked input is a row already run
+    assert len(spy.seen) == 2 + 2
 
 
 # ----------------------------------------------------------------------------------- errors

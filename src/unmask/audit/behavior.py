@@ -283,7 +283,8 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
     say("faithfulness of the reference and of random orderings")
     if records_out is not None:
         records_out[REFERENCE] = reference
-    rows = RowCache()  # every curve below shares its perturbed rows: each distinct one runs once
+    rows = RowCache(model)  # the curves below share their rows: each distinct one runs once
+    rows.add_inputs(batch, logits)
     ref_faith = faithfulness(model, reference, token_budget=token_budget, cache=rows)
     rand_faith = random_faithfulness(model, reference, seed=seed, token_budget=token_budget, cache=rows)
     frequent = frequent_words(reference)

@@ -13,7 +13,8 @@ its non-special tokens (both segments of a pair; [CLS]/[SEP]/padding are never t
 Ranking is by the signed score (positive supports y) or by |score|; ties go to the earlier position.
 ``mode="remove"`` deletes the word pieces and re-packs the row (specials and token types kept);
 ``mode="mask"`` replaces them by [MASK] (length kept). Every perturbed input of every record goes through
-the model in one pass of token-budgeted, length-bucketed chunks; identical perturbed rows run once.
+the model in one pass of token-budgeted, length-bucketed chunks; identical perturbed rows run once. A
+``RowCache`` passed to several calls on one model extends that across the calls (the audit's curves).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from unmask.attribution.base import DEFAULT_TOKEN_BUDGET
 from unmask.attribution.record import Attribution
 from unmask.errors import UnmaskError
-from unmask.models.batch import length_buckets
+from unmask.models.batch import Batch, length_buckets
 from unmask.models.classifier import TextClassifier
 
 FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.5)
@@ -162,12 +163,45 @@ def _k(fraction: float, n: int, at_least_one: bool) -> int:
 
 
 # ----------------------------------------------------------------------------------- batched rows
-class _Rows:
-    """Perturbed inputs of many records; each distinct row runs once, all rows in length buckets."""
+RowKey = tuple[bytes, bytes]
 
-    def __init__(self, model: TextClassifier, inputs: _Inputs, mode: str) -> None:
+
+def _key(ids: np.ndarray, types: np.ndarray | None) -> RowKey:
+    """A row as the model sees it: its token ids and token types."""
+    return ids.tobytes(), types.tobytes() if types is not None else b""
+
+
+class RowCache:
+    """Softmax outputs of the rows ``model`` has run, keyed by the row itself (``_key``). Pass one cache to
+    several calls on the model and each distinct row runs once across them; the model must not change
+    while the cache is in use."""
+
+    def __init__(self, model: TextClassifier) -> None:
+        self.model = model
+        self.probs: dict[RowKey, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    def add_inputs(self, batch: Batch, logits: torch.Tensor) -> None:
+        """Store the unperturbed rows of ``batch`` with their ``logits``, already computed by the caller."""
+        types = batch.token_type_ids
+        for i, n in enumerate(batch.lengths):
+            key = _key(batch.input_ids[i, :n].numpy(), types[i, :n].numpy() if types is not None else None)
+            self.probs[key] = logits[i].double().softmax(-1).numpy()
+
+
+class _Rows:
+    """Perturbed inputs of many records; each distinct row runs once (once per ``cache`` if one is given),
+    all rows in length buckets."""
+
+    def __init__(self, model: TextClassifier, inputs: _Inputs, mode: str, cache: RowCache | None = None) -> None:
         self.model, self.inputs, self.mode = model, inputs, mode
-        self.keys: dict[tuple, int] = {}
+        self.cache = cache if cache is not None else RowCache(model)
+        if self.cache.model is not model:
+            raise UnmaskError(f"this RowCache holds rows of model {self.cache.model.name!r}, not of "
+                              f"{model.name!r}: use one cache per model")
+        self.keys: dict[RowKey, int] = {}
         self.rows: list[tuple[np.ndarray, np.ndarray | None]] = []
         if mode == "mask":
             self.mask_id = model.tokenizer.mask_token_id
@@ -185,27 +219,36 @@ class _Rows:
         else:
             ids = ids.copy()
             ids[absent] = self.mask_id
-        key = (ids.tobytes(), types.tobytes() if types is not None else b"")
+        key = _key(ids, types)
         if key not in self.keys:
             self.keys[key] = len(self.rows)
             self.rows.append((ids, types))
         return self.keys[key]
 
-    @torch.no_grad()
     def probabilities(self, token_budget: int, progress: bool = False) -> np.ndarray:
-        """Softmax probabilities (rows, labels) of every distinct row."""
+        """Softmax probabilities (rows, labels) of every distinct row; runs only the rows not yet cached."""
+        keys = list(self.keys)
+        todo = [j for j, key in enumerate(keys) if key not in self.cache.probs]
+        for j, p in zip(todo, self._run([self.rows[j] for j in todo], token_budget, progress)):
+            self.cache.probs[keys[j]] = p
+        return np.stack([self.cache.probs[key] for key in keys])
+
+    @torch.no_grad()
+    def _run(self, rows: list[tuple[np.ndarray, np.ndarray | None]], token_budget: int,
+             progress: bool) -> np.ndarray:
+        """Softmax probabilities (rows, labels) of ``rows``, in length buckets."""
         model = self.model
         pad = model.tokenizer.pad_token_id or 0
-        out = np.zeros((len(self.rows), model.num_labels))
-        lengths = [len(r[0]) for r in self.rows]
-        bar = tqdm(total=len(self.rows), desc="faithfulness", disable=not progress, leave=False)
+        out = np.zeros((len(rows), model.num_labels))
+        lengths = [len(r[0]) for r in rows]
+        bar = tqdm(total=len(rows), desc="faithfulness", disable=not progress, leave=False)
         for idx in length_buckets(lengths, token_budget):
             width = max(lengths[j] for j in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             types = torch.zeros((len(idx), width), dtype=torch.long) if self.inputs.types is not None else None
             for b, j in enumerate(idx):
-                row_ids, row_types = self.rows[j]
+                row_ids, row_types = rows[j]
                 ids[b, :len(row_ids)] = torch.from_numpy(row_ids)
                 mask[b, :len(row_ids)] = 1
                 if types is not None:
@@ -226,9 +269,10 @@ def _target_probs(rows: _Rows, index: np.ndarray, token_budget: int, progress: b
 
 # ----------------------------------------------------------------------------------- metrics
 def _comp_suff(model: TextClassifier, inputs: _Inputs, orders: list[list[np.ndarray]],
-               fractions: tuple[float, ...], mode: str, token_budget: int, progress: bool) -> Faithfulness:
+               fractions: tuple[float, ...], mode: str, token_budget: int, progress: bool,
+               cache: RowCache | None) -> Faithfulness:
     """Comprehensiveness / sufficiency averaged over each record's orderings (one for a method)."""
-    rows = _Rows(model, inputs, mode)
+    rows = _Rows(model, inputs, mode, cache)
     n, reps = len(orders), len(orders[0])
     full = np.zeros((n, 1, 1), dtype=int)
     comp = np.zeros((n, reps, len(fractions)), dtype=int)
@@ -265,27 +309,29 @@ def _curve(model: TextClassifier, inputs: _Inputs, orders: list[list[np.ndarray]
 
 def faithfulness(model: TextClassifier, records: Sequence[Attribution], fractions: Sequence[float] = FRACTIONS,
                  mode: str = "remove", rank_by: str = "signed", token_budget: int = DEFAULT_TOKEN_BUDGET,
-                 progress: bool = False) -> Faithfulness:
-    """Comprehensiveness and sufficiency of each record's ranking at each fraction (see module doc)."""
+                 progress: bool = False, cache: RowCache | None = None) -> Faithfulness:
+    """Comprehensiveness and sufficiency of each record's ranking at each fraction (see module doc);
+    ``cache``: rows already run by ``model`` (filled with this call's rows)."""
     _check(mode, rank_by, token_budget)
     fractions = _check_fractions(fractions)
     inputs = _prepare(model, records)
     orders = [[_ranked(r, c, rank_by)] for r, c in zip(records, inputs.candidates)]
-    return _comp_suff(model, inputs, orders, fractions, mode, token_budget, progress)
+    return _comp_suff(model, inputs, orders, fractions, mode, token_budget, progress, cache)
 
 
 def random_faithfulness(model: TextClassifier, records: Sequence[Attribution],
                         fractions: Sequence[float] = FRACTIONS, mode: str = "remove", repeats: int = 3,
                         seed: int = 0, token_budget: int = DEFAULT_TOKEN_BUDGET,
-                        progress: bool = False) -> Faithfulness:
-    """The chance level: random orderings of the same candidates, averaged over ``repeats``."""
+                        progress: bool = False, cache: RowCache | None = None) -> Faithfulness:
+    """The chance level: random orderings of the same candidates, averaged over ``repeats``; ``cache`` as
+    in ``faithfulness``."""
     _check(mode, None, token_budget)
     fractions = _check_fractions(fractions)
     if not isinstance(repeats, int) or repeats < 1:
         raise UnmaskError(f"repeats must be a positive integer, got {repeats!r}")
     inputs = _prepare(model, records)
     return _comp_suff(model, inputs, _random_orders(inputs, repeats, seed), fractions, mode,
-                      token_budget, progress)
+                      token_budget, progress, cache)
 
 
 def deletion_curve(model: TextClassifier, records: Sequence[Attribution], steps: int = 10,
