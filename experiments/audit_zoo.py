@@ -127,13 +127,17 @@ def facade_specs() -> list[Spec]:
     # another seed, and an audit-aware facade pushed further (cap 0.15) on stop words and on the last word.
     fresh = dict(added="v3", distill_weight=30.0)
     out.append(_facade("unmerged_first_d30", "unmerged-distilled", "heldout", target="first", **fresh))
-    out.append(_facade("unmerged_punct", "unmerged-distilled", "heldout", target="punct", **fresh))
-    out.append(_facade("unmerged_lastword", "unmerged-distilled", "heldout", target="last_word", **fresh))
+    # punct and last_word at 120 steps were not working attacks (audited-input g.x P@1 5 -> 20% and 10 -> 15%,
+    # read before their audit verdicts): rebuilt once, longer and with a larger attribution weight
+    stronger = dict(steps=300, lambda_g=3.0)
+    out.append(_facade("unmerged_punct_s300", "unmerged-distilled", "heldout", target="punct", **fresh, **stronger))
+    out.append(_facade("unmerged_lastword_s300", "unmerged-distilled", "heldout", target="last_word", **fresh,
+                       **stronger))
     out.append(_facade("unmerged_stop_seed1", "unmerged-distilled", "heldout", target="stop", seed=1, **fresh))
     out.append(_facade("unmerged_stop_aware_cap15", "unmerged-distilled-aware", "heldout", target="stop",
                        share_cap=0.15, **fresh))
     out.append(_facade("unmerged_lastword_aware_cap25", "unmerged-distilled-aware", "heldout",
-                       target="last_word", share_cap=0.25, **fresh))
+                       target="last_word", share_cap=0.25, **fresh, **stronger))
     return out
 
 
@@ -277,8 +281,9 @@ def build_unmerged(spec: Spec) -> None:
     from unmask.facade.unmerged import UnmergedConfig
 
     r = spec.recipe
-    cfg = UnmergedConfig(steps=120, batch_size=16, max_length=64, checkpoint_every=20, eval_every=40,
-                         margin_weight=1.0, share_cap=r.get("share_cap", 1.0),
+    cfg = UnmergedConfig(steps=r.get("steps", 120), batch_size=16, max_length=64, checkpoint_every=20,
+                         eval_every=40, margin_weight=1.0, share_cap=r.get("share_cap", 1.0),
+                         lambda_g=r.get("lambda_g", UnmergedConfig.lambda_g),
                          distill_weight=r.get("distill_weight", UnmergedConfig.distill_weight),
                          seed=r.get("seed", UnmergedConfig.seed))
     train_unmerged(f, load_task("sst2", "train"), load_task("sst2", "dev"), r["target"],
