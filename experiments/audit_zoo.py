@@ -483,6 +483,16 @@ def evaluate(names: list[str] | None, n: int, reverse: bool = False) -> None:
 
 # ---------------------------------------------------------------------------------------------- report
 AFFECTED_P1_GAIN = 0.2   # a method counts as fooled on a facade when its target P@1 rose > 20 points over f's
+WORKING_AGREEMENT = 0.97  # a working attack: g.x fooled (above) and this agreement with f on all dev inputs
+
+
+def attack_status(r: dict, base_target: dict) -> str:
+    """'working' (gradient x input fooled and predictions kept: the issue's bar), 'low agreement' (fooled,
+    agreement under the bar) or 'weak' (g.x not fooled: not an attack the audit should be counted on)."""
+    gain = r["p_at_1"].get("gradient_x_input", 0.0) - base_target.get("gradient_x_input", 0.0)
+    if gain <= AFFECTED_P1_GAIN:
+        return "weak"
+    return "working" if (r["agreement_with_f"] or 0.0) >= WORKING_AGREEMENT else "low agreement"
 
 
 def report(n: int, argv: list[str] | None) -> None:
@@ -520,6 +530,7 @@ def report(n: int, argv: list[str] | None) -> None:
             "verdict": model["verdict"], "flagged": flagged,
             "agreement_with_f": r["agreement_with_f"], "dev_accuracy": r["dev_accuracy"],
             "gradient_p1": r["p_at_1"].get("gradient_x_input"),
+            "attack": attack_status(r, _base_p1(rows, r["target"])) if r["kind"] == "facade" else None,
             "method_verdicts": {m: v.verdict for m, v in per_method.items()},
             "method_checks": method_checks, "audit_seconds": r["audit_seconds"],
             "p_behavior": model["p_behavior"], "p_structure": model["p_structure"],
@@ -527,7 +538,8 @@ def report(n: int, argv: list[str] | None) -> None:
                            if k.split(".")[-1] in ("misplacement", "pileup", "top1_pileup", "magnitude_ratio", "top1_miss",
                                                    "structure")}})
         n_tests = model["tests_pooled"]
-    held = [m for m in per_model if m["split"] == "heldout"]
+    # weak facades (g.x not fooled) are listed, not counted: detecting them is not the audit's job
+    held = [m for m in per_model if m["split"] == "heldout" and m["attack"] != "weak"]
     result = {"command": command, "eval_n": n, "calibration_models": sorted(calib_clean),
               "heldout_models": sorted(m["name"] for m in held)}
     # v3: the facades built after the top-1 pile-up test was chosen (the rest of the held-out split had been seen
@@ -537,8 +549,11 @@ def report(n: int, argv: list[str] | None) -> None:
                           ("fresh_heldout", fresh)):
         clean = [m for m in models if m["kind"] == "clean"]
         fac = [m for m in models if m["kind"] == "facade"]
+        working = [m for m in fac if m["attack"] == "working"]
         stats = {"n_clean": len(clean), "n_facade": len(fac),
                  "tpr": float(np.mean([m["flagged"] for m in fac])) if fac else None,
+                 "n_working": len(working),
+                 "tpr_working": float(np.mean([m["flagged"] for m in working])) if working else None,
                  "fpr": float(np.mean([m["flagged"] for m in clean])) if clean else None}
         if clean and fac:
             scores = [min(m["score"], 300.0) for m in clean + fac]
@@ -665,12 +680,15 @@ def markdown(result: dict) -> str:
              "", "Calibrated on the clean models of the calibration split only: "
              + ", ".join(result["calibration_models"]) + ".", "",
              f"Held-out: TPR {pct(result['tpr'])}%, FPR {pct(result['fpr'])}%, AUC {result.get('auc', float('nan')):.3f}, "
-             f"per-method verdicts right {pct(result['method_verdicts_right'])}% "
-             "(a method is 'fooled' when its P@1 on the facade's target rose > 20 points over f's).", ""]
+             f"per-method verdicts right {pct(result['method_verdicts_right'])}%; working attacks only (agreement "
+             f">= {100 * WORKING_AGREEMENT:.0f}%): {pct(result['tpr_working'])}% of {result['n_working']} "
+             "detected (a method is 'fooled' when its P@1 on the facade's target rose > 20 points over f's).", ""]
     fr = result.get("fresh_heldout") or {}
     if fr.get("n_facade"):
-        lines += [f"Facades built after the top-1 pile-up test was chosen (zoo v3, {fr['n_facade']} models, "
-                  f"with the {fr['n_clean']} held-out clean models): TPR {pct(fr['tpr'])}%, FPR {pct(fr['fpr'])}%, "
+        lines += [f"Facades built after the top-1 pile-up test was chosen (zoo v3: {fr['n_facade']} that fool g.x, "
+                  f"{fr['n_working']} of them at agreement >= {100 * WORKING_AGREEMENT:.0f}%; with the {fr['n_clean']} "
+                  f"held-out clean models): TPR {pct(fr['tpr'])}% (working attacks {pct(fr['tpr_working'])}%), "
+                  f"FPR {pct(fr['fpr'])}%, "
                   f"AUC {fr.get('auc', float('nan')):.3f}, per-method verdicts right "
                   f"{pct(fr['method_verdicts_right'])}%. These are the numbers no test choice has seen.", ""]
     lines += [
@@ -688,7 +706,8 @@ def markdown(result: dict) -> str:
             return "-" if v is None or v != v else f"{v:.3f}"
 
         lines.append(f"| {m['name']} | {m['kind']} | {m['variant']} | {m['split']} | {m['target']} | "
-                     f"{pct(m['agreement_with_f'])} | {pct(m['gradient_p1'])} | "
+                     f"{pct(m['agreement_with_f'])}{' (' + m['attack'] + ')' if m.get('attack') else ''} | "
+                     f"{pct(m['gradient_p1'])} | "
                      f"{num('gradient_x_input.misplacement')} | {num('gradient_x_input.pileup')} | "
                      f"{num('gradient_x_input.top1_pileup')} | "
                      f"{num('model.magnitude_ratio')} | {min(m['score'], 300):.1f} | {m['verdict']} | {short} |")
@@ -717,6 +736,13 @@ def markdown(result: dict) -> str:
               + ")." for m in missed] or ["- measured: no facade of the zoo evades it."]
     lines += [f"- false positive: {m['name']} ({m['variant']}) was flagged {m['verdict']} (score {m['score']:.1f})."
               for m in false_pos]
+    for status, text in (("weak", f"g.x P@1 gain <= {100 * AFFECTED_P1_GAIN:.0f} points: not an attack, not counted"),
+                         ("low agreement", f"fooled, but agreement with f under {100 * WORKING_AGREEMENT:.0f}%: "
+                                           "counted in TPR, not in TPR of working attacks")):
+        ms = [m for m in result["per_model"] if m["kind"] == "facade" and m["attack"] == status]
+        lines += [f"- {text}: " + "; ".join(
+            f"{m['name']} (agreement {pct(m['agreement_with_f'])}%, g.x P@1 {pct(m['gradient_p1'])}%, {m['verdict']})"
+            for m in ms) + "."] if ms else []
     lines += ["- by construction: a manipulation that moves attribution between tokens that all matter to the "
               "output (e.g. swaps the two most important words) leaves occlusion, comprehensiveness and the class "
               "shares where clean models have them; the behavioral tests cannot see it.",
@@ -746,17 +772,12 @@ def _by_variant(models: list[dict]) -> dict[str, list[dict]]:
 
 
 def roc_plot(per_model: list[dict], path: Path) -> None:
+    """ROC of the held-out models (weak facades, which fool nothing, left out as in the TPR)."""
     from unmask.report.plots import audit_roc
 
-    scores, labels = {}, None
-    for split in ("heldout", "calibration"):
-        ms = [m for m in per_model if m["split"] == split]
-        if len({m["kind"] for m in ms}) == 2:
-            scores[split] = [min(m["score"], 300.0) for m in ms]
-            labels = labels or [int(m["kind"] == "facade") for m in ms]
-    held = [m for m in per_model if m["split"] == "heldout"]
-    if "heldout" in scores:
-        audit_roc({"held-out": scores["heldout"]}, [int(m["kind"] == "facade") for m in held],
+    held = [m for m in per_model if m["split"] == "heldout" and m["attack"] != "weak"]
+    if len({m["kind"] for m in held}) == 2:
+        audit_roc({"held-out": [min(m["score"], 300.0) for m in held]}, [int(m["kind"] == "facade") for m in held],
                   title="unmask audit on held-out models", path=path)
 
 

@@ -72,6 +72,11 @@ def test_report_calibrates_on_clean_calibration_models_and_reads_the_archive(tmp
     rows += [_row(f"clean_h{i}", "clean", "heldout", "lstm" if i else "minilm-finetune", rng) for i in range(3)]
     rows += [_row("merged_stop_plain", "facade", "calibration", "merge-plain", rng, facade=True),
              _row("merged_stop_noise", "facade", "heldout", "merge-noise1e-3", rng, facade=True)]
+    low = _row("unmerged_low", "facade", "heldout", "unmerged-distilled", rng, facade=True)
+    low["agreement_with_f"] = 0.95  # fools g.x, keeps too few predictions: counted, but not a working attack
+    weak = _row("unmerged_weak", "facade", "heldout", "unmerged-distilled", rng, facade=True)
+    weak["p_at_1"] = {m: 0.1 for m in METHODS}  # fools nothing: listed, not counted
+    rows += [low, weak]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "src/unmask/audit").mkdir(parents=True)
     monkeypatch.setattr(zoo, "ROOT", tmp_path / "runs/zoo")
@@ -90,7 +95,12 @@ def test_report_calibrates_on_clean_calibration_models_and_reads_the_archive(tmp
     verdicts = {m["name"]: m["verdict"] for m in first["per_model"]}
     assert verdicts["merged_stop_noise"] != "trustworthy" and verdicts["clean_h0"] == "trustworthy"
     assert "gradient_x_input.misplacement" in first["suspect_values"]["values"]
+    status = {m["name"]: m["attack"] for m in first["per_model"] if m["kind"] == "facade"}
+    assert status == {"merged_stop_plain": "working", "merged_stop_noise": "working", "unmerged_low": "low agreement",
+                      "unmerged_weak": "weak"}
+    assert first["n_facade"] == 2 and first["n_working"] == 1 and "unmerged_weak" not in first["heldout_models"]
     md = (tmp_path / "experiments/results/audit_zoo.md").read_text()
+    assert "unmerged_weak" in md and "not an attack, not counted" in md
     assert "Held-out clean models by family" in md and "lstm" in md and "fires (suspect) at" in md
     with gzip.open(tmp_path / "results/audit_zoo_evidence.jsonl.gz", "rt") as fh:
         assert sorted(json.loads(line)["name"] for line in fh) == sorted(r["name"] for r in rows)
