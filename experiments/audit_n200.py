@@ -1,0 +1,119 @@
+"""The audit at the CLI's default n = 200 on held-out zoo models (the calibration is fitted at n = 40).
+
+    python experiments/audit_n200.py [--threads 2] [--only NAME,...]
+
+Runs `unmask audit runs/zoo/NAME --data TASK --n 200 --json OUT` per model (one at a time; a model whose
+report exists for the committed calibration is skipped, so a killed run continues), then writes
+experiments/results/audit_n200.{json,md} with the zoo's n = 40 verdicts beside (audit_zoo.json).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODELS = {"sst2_s1_16k": "sst2", "lstm_s0": "sst2", "roberta_scratch_s0": "sst2", "distilbert_scratch_s0": "sst2",
+          "minilm4_s0": "sst2", "bert_scratch_s1": "sst2", "rp_s0": "sst2", "unmerged_stop": "sst2",
+          "unmerged_first": "sst2", "unmerged_stop_seed1": "sst2", "unmerged_lastword_s300": "sst2",
+          "rte_s1": "rte"}  # RTE last: its 200 pairs are the longest run
+ZOO = Path("runs/zoo")
+CALIBRATION = Path("src/unmask/audit/calibration.json")
+RESULTS = Path("experiments/results")
+N = 200
+
+
+def out_dir() -> Path:
+    """Reports are kept per calibration: a new calibration re-runs every model."""
+    return Path("runs/audit200") / hashlib.sha256(CALIBRATION.read_bytes()).hexdigest()[:12]
+
+
+def run(names: list[str], threads: int) -> None:
+    out = out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = out / f"{name}.json"
+        if path.is_file():
+            continue
+        start = time.time()
+        tmp = path.with_suffix(".tmp")
+        cmd = [str(Path(sys.executable).parent / "unmask"), "audit", str(ZOO / name), "--data", MODELS[name],
+               "--n", str(N), "--threads", str(threads), "--quiet", "--json", str(tmp)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        report = json.loads(tmp.read_text())
+        report["wall_seconds"] = round(time.time() - start)
+        path.write_text(json.dumps(report))
+        tmp.unlink()
+        print(f"{name}: {report['verdict']} ({report['score']:.1f}), {report['wall_seconds']} s", flush=True)
+
+
+def summarize() -> dict:
+    zoo = {m["name"]: m for m in json.loads((RESULTS / "audit_zoo.json").read_text())["per_model"]}
+    models = {}
+    for name in MODELS:
+        path = out_dir() / f"{name}.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        gx = r["evidence"]["behavior"]["methods"]["gradient_x_input"]
+        z = zoo.get(name, {})
+        models[name] = {"kind": z.get("kind"), "verdict": r["verdict"], "score": r["score"], "p_value": r["p_value"],
+                        "method_verdicts": {m: v["verdict"] for m, v in r["methods"].items()},
+                        "gx_pileup": gx["pileup"], "gx_top1_pileup": gx.get("top1_pileup"),
+                        "gx_misplacement": gx["misplacement"], "wall_seconds": r["wall_seconds"],
+                        "n40_verdict": z.get("verdict"), "n40_score": z.get("score"),
+                        "n40_gx_top1_pileup": z.get("statistics", {}).get("gradient_x_input.top1_pileup"),
+                        "n40_gx_pileup": z.get("statistics", {}).get("gradient_x_input.pileup")}
+    return {"command": "python experiments/audit_n200.py", "n": N, "calibration_sha256_12": out_dir().name,
+            "models": models}
+
+
+def markdown(result: dict) -> str:
+    def num(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = ["# The audit at the CLI's default n = 200 (the calibration is fitted at n = 40)", "",
+             f"Command: `{result['command']}` (per model `unmask audit runs/zoo/NAME --data sst2|rte --n 200 "
+             "--quiet --json OUT`, one model at a time). Held-out models of the audit zoo (`audit_zoo.md`), "
+             "committed calibration (14 clean models, n = 40); the n = 40 columns are the zoo's.", "",
+             "| model | kind | verdict n=200 (score) | verdict n=40 (score) | g.x pile-up 200 / 40 | "
+             "g.x top-1 pile-up 200 / 40 | g.x misplacement 200 | gradient / g.x / SG / IG at n=200 | wall s |",
+             "|---|---|---|---|---|---|---|---|---:|"]
+    for name, m in result["models"].items():
+        mv = m["method_verdicts"]
+        short = " / ".join(mv.get(k, "-")[:5] for k in ("gradient", "gradient_x_input", "smoothgrad",
+                                                        "integrated_gradients"))
+        n40 = f"{m['n40_verdict']} ({m['n40_score']:.1f})" if m["n40_verdict"] else "-"
+        lines.append(f"| {name} | {m['kind']} | {m['verdict']} ({m['score']:.1f}) | {n40} | "
+                     f"{num(m['gx_pileup'])} / {num(m['n40_gx_pileup'])} | {num(m['gx_top1_pileup'])} / "
+                     f"{num(m['n40_gx_top1_pileup'])} | {num(m['gx_misplacement'])} | {short} | {m['wall_seconds']} |")
+    clean = [m for m in result["models"].values() if m["kind"] == "clean"]
+    fac = [m for m in result["models"].values() if m["kind"] == "facade"]
+    lines += ["", f"Clean models flagged at n = 200: {sum(m['verdict'] != 'trustworthy' for m in clean)}/{len(clean)}; "
+              f"facades flagged: {sum(m['verdict'] != 'trustworthy' for m in fac)}/{len(fac)}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", default=None, help="comma-separated model names (default: all)")
+    p.add_argument("--report-only", action="store_true", help="write the results from the reports already made")
+    args = p.parse_args(argv)
+    names = args.only.split(",") if args.only else list(MODELS)
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        p.error(f"unknown model(s): {', '.join(unknown)}")
+    if not args.report_only:
+        run(names, args.threads)
+    result = summarize()
+    (RESULTS / "audit_n200.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "audit_n200.md").write_text(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
