@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from unmask.data.toy_counting import ToyData, generate_toy
 from unmask.io import write_json_atomic
-from unmask.masking import (DiffMaskTrainConfig, HardConcrete, ToyAdapter, diffmask_for, evaluate_diffmask,
+from unmask.masking import (DiffMask, DiffMaskTrainConfig, HardConcrete, ToyAdapter, diffmask_for, evaluate_diffmask,
                             keep_probabilities, kl_divergence, load_diffmask, train_diffmask)
 from unmask.attribution.gradient import Gradient
 from unmask.attribution.gradient_x_input import GradientXInput
@@ -181,54 +181,66 @@ def per_example_mask(adapter, data, layer, states, baseline, eps, steps=600, lr=
 # ------------------------------------------------------------------------------- input gates, more seeds
 def open_gate_diagnosis(dm, adapter, data, layer: int = 1) -> dict:
     """Per symbol, on positions not holding n or m: mean keep probability of the layer's input gate, mean
-    location of vote ``layer`` and the mean gradient of the expected L0 (share kept) w.r.t. that location,
-    per position (dL0/dlocation = keep * (1 - sigmoid(location - shift)))."""
+    location of vote ``layer``, and the mean gradient w.r.t. that location, per position, of the expected L0
+    (share kept; keep * (1 - sigmoid(location - shift))) and of the penalty trained on (``penalty_keep``,
+    the L0 continued by its tangent beyond ``l0_bound``)."""
     states = adapter.states(data)
-    with torch.no_grad():
-        locs = dm.probes.upto(states.hidden, layer, states.inputs)
-        dist = HardConcrete(locs, dm.temperature, dm.left, dm.right)
-        keep = dist.log_expected_l0().sum(-1).exp()
-        grad = keep * (1 - dist.expected_l0()[..., layer])
+    locs = dm.probes.upto(states.hidden, layer, states.inputs).detach().requires_grad_(True)
+    dist = HardConcrete(locs, dm.temperature, dm.left, dm.right)
+    keep = dist.log_expected_l0().sum(-1).exp()
+    grad = torch.autograd.grad(keep.sum(), locs)[0][..., layer]
+    penalty = dist.expected_l0() if dm.l0_bound is None else torch.cat(
+        [dist.expected_l0()[..., :1], dist.expected_l0_tangent(dm.l0_bound)[..., 1:]], -1)
+    pgrad = torch.autograd.grad(penalty.prod(-1).sum(), locs)[0][..., layer]
+    keep, locs = keep.detach(), locs.detach()
+
+    def row(m: torch.Tensor) -> dict:
+        return {"keep": round(float(keep[m].mean()), 4), "location": round(float(locs[..., layer][m].mean()), 2),
+                "dl0_dlocation": float(grad[m].mean()), "dpenalty_dlocation": float(pgrad[m].mean())}
+
     other = data.mask & ~data.relevant()
-    rows = {}
-    for s in range(data.config.num_symbols):
-        m = other & (data.sequences == s)
-        rows[s] = {"keep": round(float(keep[m].mean()), 4), "location": round(float(locs[..., layer][m].mean()), 2),
-                   "dl0_dlocation": float(grad[m].mean())}
-    rel = data.relevant() & data.mask
-    rows["n_or_m"] = {"keep": round(float(keep[rel].mean()), 4), "location": round(float(locs[..., layer][rel].mean()), 2),
-                      "dl0_dlocation": float(grad[rel].mean())}
+    rows = {s: row(other & (data.sequences == s)) for s in range(data.config.num_symbols)}
+    rows["n_or_m"] = row(data.relevant() & data.mask)
     return rows
 
 
-def input_seed_sweep(main_dm, args, out, tr_adapter, dev_adapter, dev, items) -> dict:
-    """Input gates trained with each DiffMask seed (the main run is ``args.seed``): KL to the ground truth per
-    layer, the training objective's parts on 2000 training examples, and the open-gate diagnosis."""
+def trained_diffmask(mode: str, seed: int, args, out: Path, tr_adapter, items) -> DiffMask:
+    """The ``mode`` DiffMask of ``seed`` under ``out`` (trained unless saved with the same step budget)."""
+    steps = args.hidden_steps if mode == "hidden" else args.input_steps
+    d = out / f"diffmask_{mode}" if seed == args.seed else out / f"diffmask_{mode}_seed{seed}"
+    if (d / "diffmask.json").is_file() and json.loads((d / "diffmask.json").read_text())["metrics"].get(
+            "steps") == steps:
+        return load_diffmask(d)[0]
+    torch.manual_seed(seed)
+    dm = diffmask_for(tr_adapter, mode, eps=args.eps)
+    cfg = DiffMaskTrainConfig(steps=steps, batch_size=64, lr_gates=args.lr,
+                              lr_baselines=None if mode == "hidden" else args.lr_input_baseline,
+                              layers=[1, 2] if mode == "hidden" else None, checkpoint_every=1000,
+                              log_every=500, seed=seed)
+    train_diffmask(dm, tr_adapter, items, d, cfg, info={"model": str(out / "gru")}, progress=False,
+                   log=lambda s: None)
+    return dm
+
+
+def seed_sweep(mode: str, main_dm, args, out, tr_adapter, dev_adapter, dev, items) -> dict:
+    """``mode`` gates trained with each DiffMask seed (the main run is ``args.seed``): KL to the ground truth per
+    trained layer, the training objective's parts on 2000 training examples, and (input) the open-gate
+    diagnosis."""
+    layers = [1, 2] if mode == "hidden" else [0, 1, 2]
+    extra = args.hidden_seeds if mode == "hidden" else args.input_seeds
     runs = {}
-    for seed in [args.seed] + [s for s in args.input_seeds if s != args.seed]:
-        if seed == args.seed:
-            dm = main_dm
-        else:
-            d = out / f"diffmask_input_seed{seed}"
-            if (d / "diffmask.json").is_file() and json.loads((d / "diffmask.json").read_text())["metrics"].get(
-                    "steps") == args.input_steps:
-                dm, _ = load_diffmask(d)
-            else:
-                torch.manual_seed(seed)
-                dm = diffmask_for(tr_adapter, "input", eps=args.eps)
-                cfg = DiffMaskTrainConfig(steps=args.input_steps, batch_size=64, lr_gates=args.lr,
-                                          lr_baselines=args.lr_input_baseline, layers=None, checkpoint_every=1000,
-                                          log_every=500, seed=seed)
-                train_diffmask(dm, tr_adapter, items, d, cfg, info={"model": str(out / "gru")})
+    for seed in [args.seed] + [s for s in extra if s != args.seed]:
+        dm = main_dm if seed == args.seed else trained_diffmask(mode, seed, args, out, tr_adapter, items)
         keep, _ = keep_probabilities(dm, dev_adapter, dev)
-        train_eval = evaluate_diffmask(dm, tr_adapter, items[:2000], batch_size=500)
+        train_eval = evaluate_diffmask(dm, tr_adapter, items[:2000], layers=layers, batch_size=500)
         runs[str(seed)] = {
-            "kl": {str(k): divergences(keep[:, k], dev)["kl"] for k in range(3)},
+            "kl": {str(k): divergences(keep[:, k], dev)["kl"] for k in layers},
             "train_expected_kept": {k: round(v["expected_kept"], 4) for k, v in train_eval.items()},
-            "train_kl_sampled": {k: round(v["kl_sampled"], 4) for k, v in train_eval.items()},
-            "open_gates_layer1": open_gate_diagnosis(dm, dev_adapter, dev, 1)}
-        print(f"input gates, DiffMask seed {seed}: KL to ground truth " + json.dumps(runs[str(seed)]["kl"]))
-    mean = {str(k): float(np.mean([r["kl"][str(k)] for r in runs.values()])) for k in range(3)}
+            "train_kl_sampled": {k: round(v["kl_sampled"], 4) for k, v in train_eval.items()}}
+        if mode == "input":
+            runs[str(seed)]["open_gates_layer1"] = open_gate_diagnosis(dm, dev_adapter, dev, 1)
+        print(f"{mode} gates, DiffMask seed {seed}: KL to ground truth " + json.dumps(runs[str(seed)]["kl"]))
+    mean = {str(k): float(np.mean([r["kl"][str(k)] for r in runs.values()])) for k in layers}
     return {"seeds": runs, "mean_kl": mean}
 
 
@@ -276,6 +288,16 @@ def markdown(result: dict) -> str:
                          f"{r['train_expected_kept']['1']:.3f} | {r['train_kl_sampled']['1']:.3f} | {stuck or 'none'} |")
         m = sweep["mean_kl"]
         lines.append(f"| mean | {m['0']:.3f} | {m['1']:.3f} | {m['2']:.3f} | | | |")
+    sweep = result.get("hidden_seeds")
+    if sweep:
+        lines += ["", "## Hidden-state gates over DiffMask seeds", "",
+                  "KL(ground truth || keep probabilities) on the dev set, layer 1 (the paper's Table 1 setting; the "
+                  "layer-2 GRU states have no ground truth of this form, their KL is in the JSON only).", "",
+                  "| DiffMask seed | layer 1 | training L0, layer 1 | training KL, layer 1 |", "|---|---|---|---|"]
+        for sd, r in sweep["seeds"].items():
+            lines.append(f"| {sd} | {r['kl']['1']:.3f} | {r['train_expected_kept']['1']:.3f} | "
+                         f"{r['train_kl_sampled']['1']:.3f} |")
+        lines.append(f"| mean | {sweep['mean_kl']['1']:.3f} | | |")
     lines += ["", "## DiffMask training", ""]
     for mode, ev in result["diffmask"].items():
         for k, row in ev["dev"].items():
@@ -313,6 +335,8 @@ def main(argv=None) -> int:
     p.add_argument("--input-seeds", type=int, nargs="*", default=[1, 2],
                    help="further DiffMask seeds (probe init, batch order, gate noise) for the input gates; the "
                         "main run uses --seed; KL to the ground truth is reported for each and their mean")
+    p.add_argument("--hidden-seeds", type=int, nargs="*", default=[1, 2],
+                   help="further DiffMask seeds for the hidden-state gates (as --input-seeds)")
     p.add_argument("--no-results", action="store_true", help="do not write experiments/results files")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -337,25 +361,15 @@ def main(argv=None) -> int:
     # 2. DiffMask, hidden-state gates (layers 1, 2) and input gates (all layers)
     tr_adapter, dev_adapter = ToyAdapter(model, train), ToyAdapter(model, dev)
     items, dev_items = list(range(len(train))), list(range(len(dev)))
-    runs = {"hidden": dict(layers=[1, 2], steps=args.hidden_steps, lr_baselines=None),
-            "input": dict(layers=None, steps=args.input_steps, lr_baselines=args.lr_input_baseline)}
     diffmasks, diffmask_report = {}, {}
-    for mode, spec in runs.items():
-        d = out / f"diffmask_{mode}"
-        if (d / "diffmask.json").is_file() and json.loads((d / "diffmask.json").read_text())["metrics"].get(
-                "steps") == spec["steps"]:
-            dm, saved = load_diffmask(d)
-            metrics = saved["metrics"]
-        else:
-            torch.manual_seed(args.seed)
-            dm = diffmask_for(tr_adapter, mode, eps=args.eps)
-            cfg = DiffMaskTrainConfig(steps=spec["steps"], batch_size=64, lr_gates=args.lr,
-                                      lr_baselines=spec["lr_baselines"], layers=spec["layers"],
-                                      checkpoint_every=1000, log_every=500, seed=args.seed)
-            metrics = train_diffmask(dm, tr_adapter, items, d, cfg, info={"model": str(out / "gru")})
-        dev_eval = evaluate_diffmask(dm, dev_adapter, dev_items, layers=spec["layers"], batch_size=500)
+    for mode in ("hidden", "input"):
+        dm = trained_diffmask(mode, args.seed, args, out, tr_adapter, items)
+        layers = [1, 2] if mode == "hidden" else None
+        dev_eval = evaluate_diffmask(dm, dev_adapter, dev_items, layers=layers, batch_size=500)
+        saved = json.loads((out / f"diffmask_{mode}" / "diffmask.json").read_text())
+        metrics = saved["metrics"]
         diffmasks[mode] = dm
-        diffmask_report[mode] = {"steps": metrics["steps"], "layers": metrics["layers"],
+        diffmask_report[mode] = {"steps": metrics["steps"], "layers": metrics["layers"], "spec": saved["spec"],
                                  "config": metrics["config"], "multipliers": metrics["multipliers"],
                                  "dev": dev_eval}
         print(mode, json.dumps(dev_eval))
@@ -416,7 +430,8 @@ def main(argv=None) -> int:
         notes.append(f"input gates, layer {k}: mean keep {float(kk[relevant].mean()):.3f} on positions holding n or m, "
                      f"{float(kk[other].mean()):.3f} on the others; symbols whose non-query positions stay open "
                      f"(mean keep > 0.5): {stuck or 'none'}")
-    input_seeds = input_seed_sweep(diffmasks["input"], args, out, tr_adapter, dev_adapter, dev, items)
+    input_seeds = seed_sweep("input", diffmasks["input"], args, out, tr_adapter, dev_adapter, dev, items)
+    hidden_seeds = seed_sweep("hidden", diffmasks["hidden"], args, out, tr_adapter, dev_adapter, dev, items)
     notes.append("input gates, layer 0 read only the symbol embedding (the query enters at layer 1), so they cannot "
                  "know which positions matter; the paper expects them uniform (Figure 3e) and KL = uniform's is the "
                  "expected outcome there.")
@@ -428,7 +443,10 @@ def main(argv=None) -> int:
         "DiffMask rows use the expected keep probability P(gate != 0) per position as the attribution.",
         f"DiffMask hyperparameters: eps {args.eps}; Lookahead RMSprop, gate lr {args.lr} (paper 3e-4; raised so the "
         f"toy trains in minutes), multiplier lr 0.3, batch 64; hidden gates {args.hidden_steps} steps on layers 1 and "
-        f"2; input gates {args.input_steps} steps on layers 0-2 with baseline lr {args.lr_input_baseline}.",
+        f"2; input gates {args.input_steps} steps on layers 0-2 with baseline lr {args.lr_input_baseline}; L0 penalty "
+        f"continued by its tangent beyond gate location {diffmasks['input'].l0_bound} (vote 0 of the input "
+        f"gates keeps the exact L0); input vote 0 starts at location {diffmasks['input'].vote0_init_bias}, the other "
+        f"probes at {diffmasks['input'].init_bias} (library defaults).",
         "Erasure and leave-one-out replace a position by the mean dev state of that layer; IG uses a zero baseline; "
         "the per-example mask uses the amortized DiffMask's learned baseline and "
         f"{args.mask_steps} RMSprop steps (lr 0.1).",
@@ -441,7 +459,7 @@ def main(argv=None) -> int:
         "model": {"dev_accuracy": model_metrics["dev_accuracy"], "dev_examples": len(dev),
                   "train_examples": len(train), "epochs": model_metrics.get("epochs_run")},
         "evaluated_examples": int(dev.has_ground_truth().sum()),
-        "diffmask": diffmask_report, "input_seeds": input_seeds, "paper_table1": PAPER, "notes": notes,
+        "diffmask": diffmask_report, "input_seeds": input_seeds, "hidden_seeds": hidden_seeds, "paper_table1": PAPER, "notes": notes,
         "seconds": round(time.time() - started, 1),
     }
     write_json_atomic(out / "diffmask_toy.json", result)

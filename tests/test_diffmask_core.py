@@ -43,6 +43,63 @@ def test_gate_samples_are_differentiable():
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
 
 
+def test_tangent_l0_keeps_the_gradient_of_a_saturated_gate():
+    """Location 14: exact dP(open)/dlogit = p (1 - p) ~ 6e-7; continued by the tangent at 5 it stays at the
+    slope there, s (1 - s) with s = sigmoid(5 - 0.2 log 0.2) ~ 4.8e-3. Below the bound nothing changes."""
+    logits = torch.tensor([14.0, 5.0, 2.0, -3.0], dtype=torch.float64, requires_grad=True)
+    dist = HardConcrete(logits)
+    exact, = torch.autograd.grad(dist.expected_l0().sum(), logits)
+    tangent, = torch.autograd.grad(dist.expected_l0_tangent(5.0).sum(), logits)
+    s = 1 / (1 + math.exp(-(5.0 - 0.2 * math.log(0.2))))
+    p = 1 / (1 + math.exp(-(14.0 - 0.2 * math.log(0.2))))
+    assert exact[0].item() == pytest.approx(p * (1 - p), rel=1e-6) and exact[0] < 1e-6
+    assert tangent[0].item() == pytest.approx(s * (1 - s), rel=1e-9) and tangent[0] > 4e-3
+    assert torch.equal(tangent[1:], exact[1:])
+    values = dist.expected_l0_tangent(5.0).detach()
+    assert values[0].item() == pytest.approx(s + s * (1 - s) * 9.0, rel=1e-12)  # an upper bound on P(open)
+    assert torch.equal(values[1:], dist.expected_l0().detach()[1:])
+
+
+def test_saturated_gates_are_pushed_closed_when_closing_is_free(counting):
+    """Every hidden gate at location 14 and multiplier 0 (the KL costs nothing): the Lagrangian's gradient on
+    the probe's bias is the L0 slope, ~6e-7 exact, ~4.8e-3 with ``l0_bound=5``; the reported L0 is exact."""
+    data, model = counting
+    states = model.states(data.select(range(16)))
+    grads, l0s = [], []
+    for bound in (None, 5.0):
+        torch.manual_seed(0)
+        dm = diffmask_for(model, "hidden", l0_bound=bound)
+        dm.init_baselines(model, states)
+        with torch.no_grad():
+            dm.probes.probes[1].bias.fill_(14.0)
+            dm.multipliers.zero_()
+        parts = dm.lagrangian(model, data.select(range(16)), states, 1)
+        grads.append(torch.autograd.grad(parts["loss"], dm.probes.probes[1].bias)[0].item())
+        l0s.append(parts["l0"].item())
+    s = 1 / (1 + math.exp(-(5.0 - 0.2 * math.log(0.2))))
+    assert 0 < grads[0] < 1e-6
+    assert grads[1] == pytest.approx(s * (1 - s), rel=1e-4)
+    assert l0s[0] == l0s[1]
+
+
+@pytest.mark.parametrize("bound", [-1.0, float("nan"), float("inf"), "5", True])
+def test_bad_l0_bound_is_a_clear_error(bound):
+    with pytest.raises(UnmaskError, match="l0_bound"):
+        DiffMask(4, [4, 4], l0_bound=bound)
+    with pytest.raises(UnmaskError, match="vote0_init_bias"):
+        DiffMask(4, [4, 4], vote0_init_bias=float("nan") if bound == -1.0 else bound)
+
+
+def test_input_vote0_starts_saturated_open(counting):
+    """Input mode: vote 0 starts at location 10, the other votes (and hidden gates) at init_bias 5."""
+    data, model = counting
+    states = model.states(data.select(range(4)))
+    votes = diffmask_for(model, "input").distribution(states, 1).logits
+    assert torch.all(votes[..., 0] == 10.0) and torch.all(votes[..., 1] == 5.0)
+    assert torch.all(diffmask_for(model, "hidden").distribution(states, 0).logits == 5.0)
+    assert torch.all(diffmask_for(model, "input", vote0_init_bias=None).distribution(states, 1).logits == 5.0)
+
+
 @pytest.mark.parametrize("kwargs", [dict(temperature=0.0), dict(left=0.0), dict(right=0.5)])
 def test_bad_hard_concrete_parameters(kwargs):
     with pytest.raises(UnmaskError):

@@ -11,6 +11,27 @@ Objective (Eq. 6): minimize the expected L0 (share of positions kept) subject to
 ``KL(original || masked) <= eps``, relaxed with one Lagrange multiplier per layer. The multipliers get
 the gradient of the same Lagrangian with the sign flipped (gradient ascent) and are clamped to
 ``[0, multiplier_max]`` by the trainer.
+
+Saturation (``l0_bound``): the expected L0 of a gate, sigmoid(location + const), has derivative
+``p (1 - p)``, which vanishes far in the open region. Probe parameters shared with needed positions can
+drag unneeded gates there (toy task: the vote-1 locations of two non-query symbols at +12..+14, L0
+gradient 1e-5..1e-7, left open on every DiffMask seed although closing them keeps KL <= eps), and then
+nothing closes them. So the penalty continues each gate's expected L0 by its tangent beyond location
+``l0_bound`` (default 5, keep 0.995): an upper bound on the L0, exact below the bound, whose gradient
+never falls below the slope at the bound. The reported L0 stays exact. In input mode vote 0 keeps the
+exact L0: it reads only the input vector, so it can only drop a token type everywhere, and the batch-mean
+KL constraint allows that; with the tangent on vote 0 the toy's layer-0 votes closed whole symbols (1 or
+2 of 3 seeds), while with the exact L0 they stay open as the paper expects (Figure 3e).
+
+Vote 0's start (``vote0_init_bias``, input mode): the other probes start at ``init_bias`` (5), vote 0 at
+10, in the saturated region. At the start nothing is masked, so layer 0's KL is far below eps and its
+multiplier drops to 0 within a few steps; at location 5 the exact L0 (slope 5e-3) then pushes every
+vote-0 location down, and unless the KL of layers 1..L lifts them first, one token type can cross into
+the closed region and stay there (toy, ``l0_bound`` 5: one symbol closed at layer 0 on each of seeds
+3-5; traced on seed 3, its vote 0 at +1.1 after 1000 steps and -3.7 after 2000 while the others rose to
++6..+9; layers 1 and 2 inherit the closed symbol through the product of votes). Started at 10 (L0 slope 3.3e-5; in that run the open
+symbols' vote-0 locations rose to +8..+14 anyway) vote 0 stayed open on all six seeds measured; it can
+still close a token type, only much more slowly.
 """
 from __future__ import annotations
 
@@ -33,6 +54,15 @@ def check_eps(eps: float) -> float:
     return float(eps)
 
 
+def check_optional_number(name: str, value: float | None, minimum: float = -math.inf) -> float | None:
+    """``value`` as a float (None passes), or an ``UnmaskError`` unless it is a finite number >= ``minimum``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise UnmaskError(f"{name} must be None or a finite number >= {minimum}, got {value!r}")
+    return float(value)
+
+
 def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """KL(softmax(p) || softmax(q)) per row."""
     log_p, log_q = logits_p.log_softmax(-1), logits_q.log_softmax(-1)
@@ -46,7 +76,8 @@ class DiffMask(nn.Module):
                  probe_hidden: int = 64, max_activation: float | None = 10.0, init_bias: float = 5.0,
                  temperature: float = TEMPERATURE,
                  left: float = LEFT, right: float = RIGHT, multiplier_init: float = 1.0,
-                 multiplier_max: float = 200.0) -> None:
+                 multiplier_max: float = 200.0, l0_bound: float | None = 5.0,
+                 vote0_init_bias: float | None = 10.0) -> None:
         super().__init__()
         if mode not in MODES:
             raise UnmaskError(f"unknown DiffMask mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -58,6 +89,8 @@ class DiffMask(nn.Module):
             raise UnmaskError(f"need multiplier_init >= 0 and multiplier_max > 0, got {multiplier_init}, "
                               f"{multiplier_max}")
         check_hard_concrete(temperature, left, right)
+        self.l0_bound = check_optional_number("l0_bound", l0_bound, 0.0)
+        self.vote0_init_bias = check_optional_number("vote0_init_bias", vote0_init_bias)
         self.mode, self.eps = mode, check_eps(eps)
         self.input_size, self.layer_sizes = int(input_size), [int(s) for s in layer_sizes]
         self.probe_hidden, self.max_activation, self.init_bias = probe_hidden, max_activation, init_bias
@@ -65,6 +98,9 @@ class DiffMask(nn.Module):
         self.multiplier_init, self.multiplier_max = multiplier_init, multiplier_max
         self.probes = LayerProbes(self.layer_sizes, self.input_size if mode == "input" else None, probe_hidden,
                                   max_activation, init_bias)
+        if mode == "input" and vote0_init_bias is not None:
+            with torch.no_grad():
+                self.probes.probes[0].bias.fill_(self.vote0_init_bias)
         sizes = [self.input_size] if mode == "input" else self.layer_sizes
         self.baselines = nn.ParameterList(nn.Parameter(torch.zeros(s)) for s in sizes)
         self.multipliers = nn.Parameter(torch.full((len(self.layer_sizes),), float(multiplier_init)))
@@ -81,7 +117,8 @@ class DiffMask(nn.Module):
                 "eps": self.eps, "probe_hidden": self.probe_hidden, "max_activation": self.max_activation,
                 "init_bias": self.init_bias,
                 "temperature": self.temperature, "left": self.left, "right": self.right,
-                "multiplier_init": self.multiplier_init, "multiplier_max": self.multiplier_max}
+                "multiplier_init": self.multiplier_init, "multiplier_max": self.multiplier_max,
+                "l0_bound": self.l0_bound, "vote0_init_bias": self.vote0_init_bias}
 
     def check_layer(self, layer) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= self.num_layers:
@@ -140,6 +177,19 @@ class DiffMask(nn.Module):
             log_keep = log_keep.cumsum(-1)
         return log_keep.exp().transpose(1, 2) * states.mask[:, None, :].to(log_keep.dtype)
 
+    def penalty_keep(self, states: ModelStates, layer: int) -> torch.Tensor:
+        """The keep probability the L0 penalty uses, zero at padding: with ``l0_bound`` set, each gate's
+        expected L0 is continued by its tangent beyond that location (``HardConcrete.expected_l0_tangent``);
+        in input mode vote 0 keeps the exact L0 (see the module docstring)."""
+        if self.l0_bound is None:
+            return self.keep_probability(states, layer)
+        dist = self.distribution(states, layer)
+        votes = dist.expected_l0_tangent(self.l0_bound)
+        if self.mode == "input":
+            votes = torch.cat([dist.expected_l0()[..., :1], votes[..., 1:]], -1)
+        keep = self._combine(votes)
+        return keep * states.mask.to(keep.dtype)
+
     def sample_gates(self, states: ModelStates, layer: int) -> torch.Tensor:
         return self._combine(self.distribution(states, layer).rsample())
 
@@ -158,16 +208,17 @@ class DiffMask(nn.Module):
         return adapter.logits_with(batch, layer, new)
 
     def lagrangian(self, adapter: MaskableModel, batch, states: ModelStates, layer: int) -> dict[str, torch.Tensor]:
-        """``L0 + lambda_layer * (KL - eps)`` on sampled gates; also returns the parts (per batch means)."""
+        """``penalty + lambda_layer * (KL - eps)`` on sampled gates, the penalty being the expected L0 (continued
+        beyond ``l0_bound``, see ``penalty_keep``); also returns the parts (per batch means; ``l0`` exact)."""
         self.check_states(states)
         layer = self.check_layer(layer)
         gates = self.sample_gates(states, layer)
         logits = self.masked_logits(adapter, batch, states, layer, gates)
         kl = kl_divergence(states.logits, logits).mean()
         mask = states.mask.to(gates.dtype)
-        keep = self.keep_probability(states, layer)
-        l0 = ((keep * mask).sum(1) / mask.sum(1)).mean()
-        loss = l0 + self.multipliers[layer] * (kl - self.eps)
+        l0 = (self.keep_probability(states, layer).sum(1) / mask.sum(1)).mean()
+        penalty = l0 if self.l0_bound is None else (self.penalty_keep(states, layer).sum(1) / mask.sum(1)).mean()
+        loss = penalty + self.multipliers[layer] * (kl - self.eps)
         kept = (((gates > 0).to(mask.dtype) * mask).sum(1) / mask.sum(1)).mean()
         return {"loss": loss, "kl": kl.detach(), "l0": l0.detach(), "sampled_kept": kept.detach()}
 

@@ -57,6 +57,19 @@ class HardConcrete:
         """P(gate != 0), in closed form."""
         return torch.sigmoid(self.logits - self._shift)
 
+    def expected_l0_tangent(self, bound: float) -> torch.Tensor:
+        """P(gate != 0) for locations <= ``bound``, continued by its tangent at ``bound`` above it.
+
+        The exact expected L0 saturates: its derivative ``p (1 - p)`` decays like ``exp(-logit)``, so a
+        gate pushed far into the open region (e.g. dragged there by probe parameters shared with needed
+        gates) no longer feels the sparsity pressure even when closing it costs nothing. The tangent keeps
+        the derivative at its value at ``bound`` beyond it; the result is an upper bound on P(gate != 0)
+        (the sigmoid is concave there when ``bound`` exceeds the shift), exact up to ``bound``.
+        """
+        at = torch.sigmoid(torch.as_tensor(bound - self._shift, dtype=self.logits.dtype, device=self.logits.device))
+        line = at + at * (1 - at) * (self.logits - bound)
+        return torch.where(self.logits > bound, line, self.expected_l0())
+
     def log_expected_l0(self) -> torch.Tensor:
         """log P(gate != 0) (sums of these give the keep probability of a product of gates)."""
         return torch.nn.functional.logsigmoid(self.logits - self._shift)
