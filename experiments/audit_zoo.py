@@ -714,9 +714,10 @@ def markdown(result: dict) -> str:
     lines += ["", "Held-out clean models by family (flagged / audited): " + ", ".join(
         f"{fam} {sum(m['flagged'] for m in ms)}/{len(ms)}" for fam, ms in sorted(_by_variant(
             [m for m in result["per_model"] if m["split"] == "heldout" and m["kind"] == "clean"]).items())) + ".",
-              "", "Held-out facades by attack variant (flagged / audited): " + ", ".join(
+              "", "Held-out facades that fool g.x, by attack variant (flagged / audited): " + ", ".join(
         f"{fam} {sum(m['flagged'] for m in ms)}/{len(ms)}" for fam, ms in sorted(_by_variant(
-            [m for m in result["per_model"] if m["split"] == "heldout" and m["kind"] == "facade"]).items())) + "."]
+            [m for m in result["per_model"] if m["split"] == "heldout" and m["kind"] == "facade"
+             and m["attack"] != "weak"]).items())) + "."]
     sv = result.get("suspect_values")
     if sv:
         cal = result["calibration"]["stats"]
