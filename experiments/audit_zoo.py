@@ -510,6 +510,7 @@ def report(n: int, argv: list[str] | None) -> None:
     cal.save(Path("src/unmask/audit/calibration.json"))
     base_p1 = rows[BASE]["p_at_1"] if BASE in rows else {}
     per_model = []
+    spec_by_name = {s.name: s for s in SPECS}
     for name, r in rows.items():
         per_method, model = verdicts(r["evidence"], cal)
         flagged = model["verdict"] != "trustworthy"
@@ -522,7 +523,7 @@ def report(n: int, argv: list[str] | None) -> None:
                 fooled = r["p_at_1"].get(m, 0.0) - base_target.get(m, 0.0) > AFFECTED_P1_GAIN
                 method_checks[m] = {"fooled": fooled, "flagged": v.verdict in ("suspect", "manipulated"),
                                     "p_at_1": r["p_at_1"].get(m), "f_p_at_1": base_target.get(m)}
-        spec = next((x for x in SPECS if x.name == name), None)
+        spec = spec_by_name.get(name)
         per_model.append({
             "name": name, "kind": r["kind"], "variant": r["variant"], "split": r["split"], "task": r["task"],
             "added": spec.recipe.get("added", "") if spec else "",
@@ -625,7 +626,8 @@ def fill_record_statistics(row: dict) -> None:
 
     occl = as_records(reference)
     content = [content_mask(x["sequence_ids"]) for x in records]
-    classes = [word_classes(r, frequent_words(occl)) for r in occl]
+    frequent = frequent_words(occl)
+    classes = [word_classes(r, frequent) for r in occl]
     for name, m in methods.items():
         if name not in records[0]["scores"]:
             continue
