@@ -189,8 +189,7 @@ def open_gate_diagnosis(dm, adapter, data, layer: int = 1) -> dict:
     dist = HardConcrete(locs, dm.temperature, dm.left, dm.right)
     keep = dist.log_expected_l0().sum(-1).exp()
     grad = torch.autograd.grad(keep.sum(), locs)[0][..., layer]
-    penalty = dist.expected_l0() if dm.l0_bound is None else torch.cat(
-        [dist.expected_l0()[..., :1], dist.expected_l0_tangent(dm.l0_bound)[..., 1:]], -1)
+    penalty = dm.penalty_votes(dist)
     pgrad = torch.autograd.grad(penalty.prod(-1).sum(), locs)[0][..., layer]
     keep, locs = keep.detach(), locs.detach()
 

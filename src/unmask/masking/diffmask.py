@@ -183,12 +183,18 @@ class DiffMask(nn.Module):
         in input mode vote 0 keeps the exact L0 (see the module docstring)."""
         if self.l0_bound is None:
             return self.keep_probability(states, layer)
-        dist = self.distribution(states, layer)
+        keep = self._combine(self.penalty_votes(self.distribution(states, layer)))
+        return keep * states.mask.to(keep.dtype)
+
+    def penalty_votes(self, dist: HardConcrete) -> torch.Tensor:
+        """Per vote, the expected L0 the penalty uses: exact, or continued by its tangent beyond ``l0_bound``
+        (input mode: vote 0 always exact; see the module docstring)."""
+        if self.l0_bound is None:
+            return dist.expected_l0()
         votes = dist.expected_l0_tangent(self.l0_bound)
         if self.mode == "input":
             votes = torch.cat([dist.expected_l0()[..., :1], votes[..., 1:]], -1)
-        keep = self._combine(votes)
-        return keep * states.mask.to(keep.dtype)
+        return votes
 
     def sample_gates(self, states: ModelStates, layer: int) -> torch.Tensor:
         return self._combine(self.distribution(states, layer).rsample())
