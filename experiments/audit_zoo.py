@@ -138,9 +138,14 @@ def facade_specs() -> list[Spec]:
                        share_cap=0.15, **fresh))
     out.append(_facade("unmerged_lastword_aware_cap25", "unmerged-distilled-aware", "heldout",
                        target="last_word", share_cap=0.25, **fresh, **stronger))
+    # Zoo v4 development facade (2026-12-07, calibration split: used to choose tests, never to set a
+    # threshold): a custom content-word set (topic words), the target family the zoo did not have yet
+    out.append(_facade("unmerged_words_dev", "unmerged-distilled", "calibration", target=TOPIC_WORDS,
+                       added="v4dev", distill_weight=30.0, steps=300, lambda_g=3.0))
     return out
 
 
+TOPIC_WORDS = "film,movie,story,comedy,characters,director,world,work,action,drama,performances,screen"
 SPECS = CLEAN + facade_specs()
 
 
