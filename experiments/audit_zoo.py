@@ -142,10 +142,25 @@ def facade_specs() -> list[Spec]:
     # threshold): a custom content-word set (topic words), the target family the zoo did not have yet
     out.append(_facade("unmerged_words_dev", "unmerged-distilled", "calibration", target=TOPIC_WORDS,
                        added="v4dev", distill_weight=30.0, steps=300, lambda_g=3.0))
+    # Zoo v4 (specified 2026-12-07 before any was built, after the v4 class list was committed): held-out
+    # families no test was chosen on: pronouns (a word set inside the stop words), the last content word
+    # distilled harder and longer, an audit-aware punctuation facade, and a stronger attribution weight
+    v4 = dict(added="v4", distill_weight=30.0, steps=300, lambda_g=3.0)
+    out.append(_facade("unmerged_pronouns", "unmerged-distilled", "heldout", target=PRONOUNS, **v4))
+    out.append(_facade("unmerged_lastword_d100", "unmerged-distilled", "heldout", target="last_word",
+                       **{**v4, "distill_weight": 100.0, "steps": 400}))
+    out.append(_facade("unmerged_punct_aware_cap30", "unmerged-distilled-aware", "heldout", target="punct",
+                       share_cap=0.3, **v4))
+    out.append(_facade("unmerged_stop_lam10", "unmerged-distilled", "heldout", target="stop",
+                       **{**v4, "lambda_g": 10.0, "seed": 2}))
     return out
 
 
+FRESH_TAGS_TEXT = {"v3": "the top-1 pile-up test was chosen",
+                   "v4": "the 'last content word' class was added (v4)"}
+FRESH_TAGS = tuple(FRESH_TAGS_TEXT)
 TOPIC_WORDS = "film,movie,story,comedy,characters,director,world,work,action,drama,performances,screen"
+PRONOUNS = "he,she,it,they,him,her,them,his,its,their,i,you,we"
 SPECS = CLEAN + facade_specs()
 
 
@@ -548,11 +563,11 @@ def report(n: int, argv: list[str] | None) -> None:
     held = [m for m in per_model if m["split"] == "heldout" and m["attack"] != "weak"]
     result = {"command": command, "eval_n": n, "calibration_models": sorted(calib_clean),
               "heldout_models": sorted(m["name"] for m in held)}
-    # v3: the facades built after the top-1 pile-up test was chosen (the rest of the held-out split had been seen
-    # when it was chosen), read against all held-out clean models
-    fresh = [m for m in held if m["kind"] == "clean" or m["added"] == "v3"]
+    # each fresh set: the facades built after the audit's tests of that version were committed (the rest of the
+    # held-out split had been seen when they were chosen), read against all held-out clean models
+    fresh = {tag: [m for m in held if m["kind"] == "clean" or m["added"] == tag] for tag in FRESH_TAGS}
     for split, models in (("heldout", held), ("calibration", [m for m in per_model if m["split"] == "calibration"]),
-                          ("fresh_heldout", fresh)):
+                          *((f"{tag}_heldout", ms) for tag, ms in fresh.items())):
         clean = [m for m in models if m["kind"] == "clean"]
         fac = [m for m in models if m["kind"] == "facade"]
         working = [m for m in fac if m["attack"] == "working"]
@@ -569,6 +584,8 @@ def report(n: int, argv: list[str] | None) -> None:
                                           if checks else None)
         if split == "heldout":
             result.update(stats)
+        elif split == f"{FRESH_TAGS[-1]}_heldout":
+            result["fresh_heldout"] = result[split] = stats
         else:
             result[{"calibration": "calibration_split"}.get(split, split)] = stats
     result["per_model"] = per_model
@@ -610,13 +627,15 @@ def load_evidence() -> dict[str, dict]:
 
 
 def fill_record_statistics(row: dict) -> None:
-    """Add per-method statistics computed from records (``misplacement``, ``top1_pileup``) where the evidence
-    predates them, with the audit's own functions on the stored (4-significant-digit) scores."""
+    """Per-method statistics computed from records with the audit's own functions on the stored
+    (4-significant-digit) scores: ``misplacement`` where the evidence predates it, and the class statistics
+    (``pileup``, ``top1_pileup``) always, so they follow the audit's current class list (v4 added 'last
+    content word')."""
     from types import SimpleNamespace
 
     import numpy as np
 
-    from unmask.audit.behavior import frequent_words, top1_pileup, word_classes
+    from unmask.audit.behavior import frequent_words, pileup, top1_pileup, word_classes
     from unmask.audit.placement import content_mask, misplacement
 
     records = row.get("records")
@@ -639,9 +658,10 @@ def fill_record_statistics(row: dict) -> None:
         recs = as_records(name)
         if "misplacement" not in m:
             m["misplacement"] = misplacement([r.scores for r in recs], [o.scores for o in occl], content)
-        if "top1_pileup" not in m:
-            excess, cls, share, ref_share = top1_pileup(recs, occl, classes)
-            m.update(top1_pileup=excess, top1_pileup_class=cls, top1_share=share, reference_top1_share=ref_share)
+        excess, cls, share, ref_share = pileup(recs, occl, classes)
+        m.update(pileup=excess, pileup_class=cls, pileup_share=share, reference_share=ref_share)
+        excess, cls, share, ref_share = top1_pileup(recs, occl, classes)
+        m.update(top1_pileup=excess, top1_pileup_class=cls, top1_share=share, reference_top1_share=ref_share)
 
 
 def fill_base_targets(rows: dict) -> None:
@@ -690,14 +710,17 @@ def markdown(result: dict) -> str:
              f"per-method verdicts right {pct(result['method_verdicts_right'])}%; working attacks only (agreement "
              f">= {100 * WORKING_AGREEMENT:.0f}%): {pct(result['tpr_working'])}% of {result['n_working']} "
              "detected (a method is 'fooled' when its P@1 on the facade's target rose > 20 points over f's).", ""]
-    fr = result.get("fresh_heldout") or {}
-    if fr.get("n_facade"):
-        lines += [f"Facades built after the top-1 pile-up test was chosen (zoo v3: {fr['n_facade']} that fool g.x, "
+    for tag, what in FRESH_TAGS_TEXT.items():
+        fr = result.get(f"{tag}_heldout") or {}
+        if not fr.get("n_facade"):
+            continue
+        lines += [f"Facades built after {what} (zoo {tag}: {fr['n_facade']} that fool g.x, "
                   f"{fr['n_working']} of them at agreement >= {100 * WORKING_AGREEMENT:.0f}%; with the {fr['n_clean']} "
                   f"held-out clean models): TPR {pct(fr['tpr'])}% (working attacks {pct(fr['tpr_working'])}%), "
                   f"FPR {pct(fr['fpr'])}%, "
                   f"AUC {fr.get('auc', float('nan')):.3f}, per-method verdicts right "
-                  f"{pct(fr['method_verdicts_right'])}%. These are the numbers no test choice has seen.", ""]
+                  f"{pct(fr['method_verdicts_right'])}%."
+                  + (" These are the numbers no test choice has seen." if tag == FRESH_TAGS[-1] else ""), ""]
     lines += [
              "| model | kind | variant | split | target | agreement with f | g.x P@1 | g.x misplacement | "
              "g.x pile-up | g.x top-1 pile-up | magnitude | score | verdict | gradient / g.x / SmoothGrad / IG |",

@@ -227,3 +227,23 @@ def test_top1_pileup_by_hand():
     # the reference's top token in the class too -> no excess
     excess, *_ = top1_pileup(method, method, classes)
     assert excess == 0.0
+
+
+def test_word_classes_last_content_word_skips_final_punctuation():
+    """'last word' is the final '.', 'last content word' the word before it; each class per sequence."""
+    from unmask.attribution.record import Attribution
+    from unmask.audit.behavior import word_classes
+
+    words_a, words_b = ["a", "dull", "film", "."], ["it", "works", "!", "!"]
+    tokens = ["[CLS]", *words_a, "[SEP]", *words_b, "[SEP]"]
+    record = Attribution(tokens=tokens, scores=[0.0] * len(tokens), method="m", target=0, target_name="x",
+                         prediction=0, probabilities=[1.0, 0.0],
+                         word_ids=[None, 0, 1, 2, 3, None, 0, 1, 2, 3, None],
+                         sequence_ids=[None, 0, 0, 0, 0, None, 1, 1, 1, 1, None],
+                         words=(words_a, words_b), text="a dull film .")
+    classes = word_classes(record, set())
+    assert "last content word" in classes[3] and "last word" not in classes[3]      # film
+    assert "last word" in classes[4] and "punctuation" in classes[4]                 # .
+    assert "last content word" not in classes[4]
+    assert "last content word" in classes[7] and "first word" in classes[6]          # works / it
+    assert not any("last content word" in c for c in classes[8:])

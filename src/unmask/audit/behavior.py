@@ -118,13 +118,17 @@ class BehavioralEvidence:
 
 # ------------------------------------------------------------------------------ token classes
 def word_classes(record: Attribution, frequent: set[str]) -> list[set[str]]:
-    """For each token: the classes its word belongs to (first / last word, stop word, punctuation, word)."""
+    """For each token: the classes its word belongs to (first / last word, last content word, stop word,
+    punctuation, word); one class per kind of target the Facade tools take, plus the frequent words."""
     sw = stopwords()
     out: list[set[str]] = []
-    last_word = {}
+    last_word: dict[int, int] = {}
+    last_content: dict[int, int] = {}
     for seq, w in zip(record.sequence_ids, record.word_ids):
         if seq is not None and w is not None:
             last_word[seq] = max(last_word.get(seq, -1), w)
+            if not _punctuation(record.words[seq][w]):
+                last_content[seq] = max(last_content.get(seq, -1), w)
     for seq, w in zip(record.sequence_ids, record.word_ids):
         if seq is None or w is None:
             out.append(set())
@@ -135,14 +139,20 @@ def word_classes(record: Attribution, frequent: set[str]) -> list[set[str]]:
             c.add("first word")
         if w == last_word[seq]:
             c.add("last word")
+        if w == last_content.get(seq):
+            c.add("last content word")
         if word in sw:
             c.add("stop words")
-        if word and all(ch in PUNCTUATION for ch in word):
+        if _punctuation(word):
             c.add("punctuation")
         if word in frequent:
             c.add(f"the word {word!r}")
         out.append(c)
     return out
+
+
+def _punctuation(word: str) -> bool:
+    return bool(word) and all(ch in PUNCTUATION for ch in word)
 
 
 def frequent_words(records: Sequence[Attribution], k: int = FREQUENT_WORDS) -> set[str]:
