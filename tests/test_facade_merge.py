@@ -270,13 +270,24 @@ def test_cli_facade_help_lists_merge_with_examples(capsys):
 def test_cli_facade_train_with_margin_and_baseline_terms(tmp_path, capsys):
     f = random_bert(32, head_size=8, heads=2, dtype=torch.float32)
     f.save(tmp_path / "f")
-    code = main(["facade", "train", "--model", str(tmp_path / "f"), "--task", "rte", "--target", "first",
-                 "--out", str(tmp_path / "g"), "--steps", "2", "--batch-size", "4", "--hidden", "16",
-                 "--margin-weight", "10", "--baseline-weight", "1", "--no-progress"])
+    threads = torch.get_num_threads()
+    try:
+        code = main(["facade", "train", "--model", str(tmp_path / "f"), "--task", "rte", "--target", "first",
+                     "--out", str(tmp_path / "g"), "--steps", "2", "--batch-size", "4", "--hidden", "16",
+                     "--margin-weight", "10", "--baseline-weight", "1", "--max-length", "24", "--threads", "1",
+                     "--no-progress"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert code == 0 and "facade written to" in out
     log = json.loads((tmp_path / "g" / "facade.json").read_text())
     assert log["config"]["objective"]["margin_weight"] == 10 and log["config"]["objective"]["baseline_weight"] == 1
+    assert log["config"]["max_length"] == 24
+    for bad, word in ((["--max-length", "4"], "--max-length"), (["--threads", "0"], "--threads")):
+        code = main(["facade", "train", "--model", str(tmp_path / "f"), "--task", "rte", "--out",
+                     str(tmp_path / "g3"), "--no-progress", *bad])
+        assert code == 2 and word in capsys.readouterr().err and not (tmp_path / "g3").exists()
     assert "baseline_gap" in log["final"] and "margin_loss" in log["final"]
     code = main(["facade", "train", "--model", str(tmp_path / "f"), "--task", "rte", "--out", str(tmp_path / "g2"),
                  "--margin-keep", "1.5", "--no-progress"])

@@ -6,7 +6,7 @@ import sys
 
 from unmask.cli import command
 from unmask.commands import builder
-from unmask.commands.common import add_json_argument, emit_json
+from unmask.commands.common import add_json_argument, add_threads_argument, apply_threads, emit_json
 
 
 @builder("audit")
@@ -24,7 +24,7 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-structure", action="store_true", help="skip the weight-structure check")
     add_json_argument(p, "the full report")
     p.add_argument("--html", default=None, metavar="OUT", help="write an HTML report")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -44,14 +44,11 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str | None] | Non
          "  unmask audit runs/rte --data rte --json -\n\n"
          "A flagged model is a result, not an error: the exit code is 0 whenever the audit ran.")
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from unmask.audit import audit
     from unmask.io import write_text_atomic
     from unmask.models import load_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     model = load_model(args.model)
     texts, pairs = _inputs(args)
     methods = args.methods.split(",") if args.methods else None

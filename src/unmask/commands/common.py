@@ -33,6 +33,24 @@ def add_quiet_argument(p: argparse.ArgumentParser, what: str = "no progress bars
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help=what)
 
 
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's choice; set it when other jobs share the cores)")
+
+
+def apply_threads(threads: int | None) -> None:
+    """``torch.set_num_threads`` for a ``--threads`` value (None: leave torch's choice); < 1 is an error."""
+    if threads is None:
+        return
+    if threads < 1:
+        from unmask.errors import UnmaskError
+
+        raise UnmaskError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def add_json_argument(p: argparse.ArgumentParser, what: str = "the results", *names: str) -> None:
     """``--json PATH`` (and older spellings in ``names``): ``-`` = stdout, and nothing else there."""
     p.add_argument("--json", *names, dest="json", default=None, metavar="PATH",

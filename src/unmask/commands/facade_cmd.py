@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from unmask.cli import command
 from unmask.commands import builder
-from unmask.commands.common import add_json_argument, add_quiet_argument, emit_json
+from unmask.commands.common import (add_json_argument, add_quiet_argument, add_threads_argument, apply_threads,
+                                    emit_json)
 
 SUB_BUILDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
 SUB_COMMANDS: dict[str, tuple[str, str, Callable[[argparse.Namespace], int]]] = {}
@@ -367,8 +368,11 @@ def build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attribution-op", choices=["dot", "l2"], default="dot")
     p.add_argument("--normalization", choices=["l1", "l2", "none"], default="l1")
     p.add_argument("--hidden", type=int, default=256, help="g's hidden size (multiple of f's head size)")
+    p.add_argument("--max-length", type=int, default=128,
+                   help="word pieces per training input (longer ones are cut; default %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    add_threads_argument(p)
     add_quiet_argument(p)
     add_json_argument(p, "the training log (as OUT/facade.json) and OUT")
 
@@ -394,6 +398,11 @@ def run_train(args: argparse.Namespace) -> int:
     from unmask.facade.train import FacadeConfig, train_facade
     from unmask.models import load_model
 
+    from unmask.errors import UnmaskError
+
+    apply_threads(args.threads)
+    if args.max_length < 8:
+        raise UnmaskError(f"--max-length must be >= 8 word pieces, got {args.max_length}")
     f = load_model(args.model)
     target = _target_spec(args.target, f.tokenizer)
     objective = FacadeObjective(lambda_g=args.lambda_g, entropy_weight=args.entropy_weight,
@@ -403,7 +412,7 @@ def run_train(args: argparse.Namespace) -> int:
                                 path_weight=args.path_weight, attribution_op=args.attribution_op,
                                 normalization=args.normalization)
     config = FacadeConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          checkpoint_every=args.checkpoint_every, objective=objective)
+                          max_length=args.max_length, checkpoint_every=args.checkpoint_every, objective=objective)
     g = new_facade(f, seed=args.seed, hidden=args.hidden)
     result = train_facade(g, load_task(args.task, "train"), load_task(args.task, "dev"),
                           target, args.out, config,
