@@ -19,6 +19,9 @@ from pathlib import Path
 MODELS = {"sst2_s1_16k": "sst2", "lstm_s0": "sst2", "roberta_scratch_s0": "sst2", "distilbert_scratch_s0": "sst2",
           "minilm4_s0": "sst2", "bert_scratch_s1": "sst2", "rp_s0": "sst2", "unmerged_stop": "sst2",
           "unmerged_first": "sst2", "unmerged_stop_seed1": "sst2", "unmerged_lastword_s300": "sst2",
+          "unmerged_words_dev": "sst2",  # the v4 development word-set facade (calibration split)
+          "unmerged_pronouns": "sst2", "unmerged_lastword_d100": "sst2", "unmerged_punct_aware_cap30": "sst2",
+          "unmerged_stop_lam10": "sst2",  # zoo v4 (held out)
           "rte_s1": "rte"}  # RTE last: its 200 pairs are the longest run
 ZOO = Path("runs/zoo")
 CALIBRATION = Path("src/unmask/audit/calibration.json")
