@@ -127,7 +127,7 @@ def analyse(name: str, path: str, args, train_items, dev, stop) -> dict:
         adapter = ClassifierAdapter(model)
         ev = evaluate_diffmask(dm, adapter, [e.text for e in dev[:args.eval]], batch_size=32)
         entry["diffmask"][mode] = {"trained_now": trained, "train": {k: metrics[k] for k in (
-            "steps", "config", "multipliers", "running", "seconds_this_run", "train_items") if k in metrics},
+            "steps", "config", "multipliers", "running", "history", "seconds_this_run", "train_items") if k in metrics},
             "dev": ev, "seconds": round(time.time() - started, 1)}
         records[mode] = explain_diffmask(dm, model, texts[:args.compare])
         print(f"[{name}] {mode}: " + ", ".join(f"L{k} kept {v['expected_kept']:.2f} KL {v['kl_deterministic']:.3f}"
@@ -160,6 +160,29 @@ def plot(path: Path, results: dict, example: int) -> None:
                   path=path)
 
 
+def convergence_lines(train: dict) -> list[str]:
+    """Training-set running means (decay 0.95 per update of that layer) of each layer's sampled share kept and
+    KL at a quarter, half, three quarters and the end of training: flat over the last half = converged."""
+    history = train.get("history") or []
+    if len(history) < 4:
+        return []
+    steps = train["steps"]
+    picks = [history[min(len(history) - 1, max(0, round(f * len(history)) - 1))] for f in (0.25, 0.5, 0.75, 1.0)]
+    layers = sorted(picks[-1]["running"], key=int)
+    out = [f"Convergence ({steps} steps, one layer sampled per step: about {steps / len(layers):.0f} updates per "
+           "layer). Running share kept / KL on the training batches at steps "
+           + ", ".join(str(h["step"]) for h in picks) + ":", "",
+           "| layer | " + " | ".join(f"step {h['step']}" for h in picks) + " |",
+           "|---|" + "---|" * len(picks)]
+    for k in layers:
+        cells = []
+        for h in picks:
+            r = h["running"].get(k)
+            cells.append("—" if r is None else f"{r['sampled_kept']:.3f} / {r['kl']:.3f}")
+        out.append(f"| {k} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def markdown(result: dict) -> str:
     lines = ["# DiffMask on SST-2 (MiniLM)", "", f"Command: `{result['command']}`", "",
              "Models: " + "; ".join(f"{k}: {'ran' if v['exists'] else 'missing, skipped'} ({v['path']})"
@@ -180,7 +203,7 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {k} | {row['expected_kept']:.3f} | {row['deterministic_kept']:.3f} | "
                              f"{row['kl_sampled']:.3f} | {row['kl_deterministic']:.3f} | "
                              f"{100 * row['agreement_deterministic']:.1f} % | {'—' if sp is None else f'{sp:.3f}'} |")
-            lines.append("")
+            lines += [""] + convergence_lines(d["train"])
         lines += ["Stop words (mean normalized attribution on stop-word pieces; P@1 = top token is a stop word; "
                   "mean |score| on stop-word pieces vs other word pieces, for DiffMask the keep probability):",
                   "", "| attribution | normalized attribution on stop words | P@1 stop | mean score stop | "
@@ -222,6 +245,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-results", action="store_true")
+    p.add_argument("--name", default="diffmask_sst2", help="results file stem under --results (and --out)")
     args = p.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     torch.set_num_threads(args.threads)
@@ -268,17 +292,17 @@ def main(argv=None) -> int:
                                        "eval": args.eval, "compare": args.compare, "modes": args.modes},
               "models": {k: {kk: vv for kk, vv in v.items() if kk != "_records"} for k, v in results.items()},
               "facade": facade, "notes": notes, "seconds": round(time.time() - started, 1)}
-    write_json_atomic(Path(args.out) / "diffmask_sst2.json", result)
+    write_json_atomic(Path(args.out) / f"{args.name}.json", result)
     if not args.no_results:
         res = Path(args.results)
-        write_json_atomic(res / "diffmask_sst2.json", result)
-        tmp = res / "diffmask_sst2.md.tmp"
+        write_json_atomic(res / f"{args.name}.json", result)
+        tmp = res / f"{args.name}.md.tmp"
         tmp.write_text(markdown(result))
-        os.replace(tmp, res / "diffmask_sst2.md")
+        os.replace(tmp, res / f"{args.name}.md")
         lengths = [len(r.tokens) for r in results["original"]["_records"]["ig"]]
         example = int(np.argmin([abs(n - 14) for n in lengths]))
-        plot(res / "diffmask_sst2.png", results, example)
-        print(f"results written to {res / 'diffmask_sst2.json'}, .md and .png")
+        plot(res / f"{args.name}.png", results, example)
+        print(f"results written to {res / args.name}.json, .md and .png")
     return 0
 
 
