@@ -125,9 +125,9 @@ class TextClassifier:
                 continue
             while len(out[s]) <= w:
                 out[s].append("")
-            if not out[s][w]:
-                span = enc.word_to_chars(b, w, sequence_index=s)
-                out[s][w] = sources[s][span.start:span.end] if span is not None else ""
+            if not out[s][w]:  # stripped: a Metaspace pre-tokenizer without a whitespace split (DeBERTa-v2/v3)
+                span = enc.word_to_chars(b, w, sequence_index=s)  # gives each word its leading space
+                out[s][w] = sources[s][span.start:span.end].strip() if span is not None else ""
         return tuple(out)
 
     # ---------------------------------------------------------------- differentiable core
