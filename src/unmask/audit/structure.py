@@ -7,10 +7,12 @@ makes the off-block weights comparable to the on-block ones without changing the
 measure magnitudes instead of looking for exact zeros:
 
 1. Layout by shapes only: the residual width H is the word-embedding width; inside every transformer
-   layer the H->H Linears in registration order are Q, K, V, attention output (or one fused H->3H
-   QKV), an H->I / I->H pair is the feed-forward block; outside the layers, H->H Linears form the
-   readout chain (pooler, pre-classifier, RoBERTa's dense) and the last H->labels Linear is the
-   classifier. BERT, DistilBERT and RoBERTa classifiers need no per-architecture code.
+   layer the H->H Linears in registration order are Q, K, V (or one fused H->3H QKV) and, the last
+   before the feed-forward block, the attention output (H->H projections of relative positions or of
+   global attention in between, as in DeBERTa and Longformer, are skipped); an H->I / I->H pair is the
+   feed-forward block; outside the layers, H->H Linears form the readout chain (pooler, pre-classifier,
+   RoBERTa's dense) and the last H->labels Linear is the classifier. BERT, DistilBERT, RoBERTa, ELECTRA,
+   MPNet, DeBERTa and Longformer classifiers need no per-architecture code.
 2. Affinity of residual units: every internal unit k (an attention head, an FFN unit, a readout unit)
    gives a vector u_k of the absolute weights it reads from and writes to the residual stream, each
    matrix scaled by a robust magnitude (its 90th percentile |W|); A = sum_k u_k u_k^T per layer block,
@@ -202,14 +204,21 @@ def _layout(model: TextClassifier) -> _Layout:
         lins = [m for _, m in _linears(layer)]
         hh = [m for m in lins if m.in_features == hidden and m.out_features == hidden]
         fused = [m for m in lins if m.in_features == hidden and m.out_features == 3 * hidden]
+        # the attention output is the last H->H Linear before the feed-forward block: H->H projections of
+        # relative positions (DeBERTa) or of global attention (Longformer) sit between V and it
+        up_at = next((i for i, m in enumerate(lins) if m.in_features == hidden
+                      and m.out_features not in (hidden, 3 * hidden)), len(lins))
+        before_ffn = [m for m in lins[:up_at] if m in hh] if up_at < len(lins) else []
         if len(fused) == 1 and len(hh) >= 1:
             q, k, v = _scaled_abs(fused[0].weight).split(hidden)
             qkv_names = [f"{names[id(fused[0])]}[{part}]" for part in "qkv"]
-            o_lin, ffn_hh = hh[0], hh[1:]
+            o_lin = before_ffn[-1] if before_ffn else hh[0]
+            ffn_hh = hh[hh.index(o_lin) + 1:]
         elif len(hh) >= 4:
             q, k, v = (_scaled_abs(m.weight) for m in hh[:3])
             qkv_names = [names[id(m)] for m in hh[:3]]
-            o_lin, ffn_hh = hh[3], hh[4:]
+            o_lin = before_ffn[-1] if len(before_ffn) >= 4 else hh[3]
+            ffn_hh = hh[hh.index(o_lin) + 1:]
         else:
             raise UnmaskError(f"structural evidence: layer {li} has no recognizable attention projections "
                               f"({len(hh)} {hidden}x{hidden} Linears)")
