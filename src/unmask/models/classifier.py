@@ -146,16 +146,25 @@ class TextClassifier:
 
     def forward_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
                        token_type_ids: torch.Tensor | None = None, **kwargs):
-        """Full model output (``.logits``, optionally attentions / hidden states) from word embeddings."""
+        """Full model output (``.logits``, optionally attentions / hidden states) from word embeddings.
+
+        A model whose forward takes a ``global_attention_mask`` (Longformer) gets the one its classifier
+        builds from token ids when given none (the first token global): from embeddings it cannot build it."""
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None and self._uses_token_types else {}
+        if "global_attention_mask" not in kwargs and self._forward_takes("global_attention_mask"):
+            extra["global_attention_mask"] = torch.zeros_like(attention_mask)
+            extra["global_attention_mask"][:, 0] = 1
         return self.model(inputs_embeds=embeds, attention_mask=attention_mask, **extra, **kwargs)
+
+    def _forward_takes(self, name: str) -> bool:
+        import inspect
+
+        return name in inspect.signature(self.model.forward).parameters
 
     @property
     def _uses_token_types(self) -> bool:
         """DistilBERT-style models take no token_type_ids; RoBERTa-style ones with one type ignore them."""
-        import inspect
-
-        return "token_type_ids" in inspect.signature(self.model.forward).parameters
+        return self._forward_takes("token_type_ids")
 
     def logits(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
