@@ -56,10 +56,15 @@ def audit(model: TextClassifier, texts: Sequence[str], pairs: Sequence[str | Non
 
     ``calibration``: a ``Calibration``, a path to one, or ``None`` for the one shipped with unmask.
     ``structure``: also run the weight-structure check (BERT-like encoders; skipped with a note otherwise).
+    A model the adapter cannot run faithfully from word embeddings (e.g. a decoder-style classifier) fails
+    first with one ``UnmaskError`` naming its architecture (``TextClassifier.check_supported``).
     """
     from unmask.attribution.base import DEFAULT_TOKEN_BUDGET
 
     started = time.time()
+    check = getattr(model, "check_supported", None)  # an optional adapter member (models/adapter.py)
+    if check is not None and len(texts):
+        check(list(texts), None if pairs is None else list(pairs))
     cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
     budget = token_budget or DEFAULT_TOKEN_BUDGET
     evidence: dict = {"behavior": behavioral_evidence(model, texts, pairs, methods, budget,

@@ -27,7 +27,10 @@ What each member is for:
   the modules whose outputs are the hidden states 0..L of ``forward_embeds(..., output_hidden_states=True)``
   (embedding block, then each layer). DiffMask's hidden-state gates hook them to replace a layer's states
   (``masking/adapters.py``, which checks the correspondence); the legacy structural detector reads the
-  layers' weights from them (``facade/structure.py``). Without it those two fail with one ``UnmaskError``.
+  layers' weights from them (``facade/structure.py``). Without it those two fail with one ``UnmaskError``;
+- ``check_supported(texts, pairs)`` (optional; ``TextClassifier`` has it): one ``UnmaskError`` naming the
+  architecture when ``forward_embeds(embed(ids))`` fails or gives other logits than the model gives from the
+  ids on a padded batch (decoder-style classifiers, models that need the ids). The audit calls it first.
 """
 from __future__ import annotations
 

@@ -171,6 +171,49 @@ class TextClassifier:
             return self.forward_embeds(self.embed(batch.input_ids), batch.attention_mask,
                                        batch.token_type_ids).logits
 
+    def check_supported(self, texts: list[str], pairs: list[str | None] | None = None) -> None:
+        """One ``UnmaskError`` naming the architecture unless this model runs from word embeddings (the
+        attribution point) and gives there the logits it gives from token ids, on a batch of (up to four of)
+        ``texts`` that has padding in it (added when they are all of one length).
+
+        It catches classifiers this adapter cannot drive: ones whose forward needs token ids or has no plain
+        word-embedding table (I-BERT's embeddings are quantized, Canine reads characters) and decoder-style
+        ones that pool the last non-padding token, which they find only in token ids (GPT-2, Llama: from
+        embeddings they read the padding)."""
+        from unmask.models.encoder_layout import architecture
+
+        arch = architecture(self)
+        rows = list(texts)[:4] if len(texts) > 1 else list(texts) * 2
+        rest = None if pairs is None else (list(pairs)[:4] if len(texts) > 1 else list(pairs) * 2)
+        try:
+            batch = self.encode(rows, rest)
+        except UnmaskError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. a tokenizer without a padding token
+            raise UnmaskError(f"{arch} is not supported: its tokenizer cannot make a padded batch "
+                              f"({type(e).__name__}: {_first_line(e)})") from None
+        ids, mask, types = _padded(batch, self.tokenizer, self.max_length)
+        types = types if self._uses_token_types else None  # as forward_embeds passes them
+        try:
+            with torch.no_grad():
+                ref = self.model(input_ids=ids, attention_mask=mask,
+                                 **({"token_type_ids": types} if types is not None else {})).logits
+        except Exception as e:  # noqa: BLE001 - any failure inside the model is the same answer
+            raise UnmaskError(f"{arch} is not supported: it fails on a padded batch of token ids "
+                              f"({type(e).__name__}: {_first_line(e)})") from None
+        try:
+            with torch.no_grad():
+                out = self.forward_embeds(self.embed(ids), mask, types).logits
+        except Exception as e:  # noqa: BLE001
+            raise UnmaskError(f"{arch} is not supported: it cannot run from word embeddings, the point "
+                              f"explanations are taken at ({type(e).__name__}: {_first_line(e)})") from None
+        gap = float((out.float() - ref.float()).abs().max()) if out.shape == ref.shape else float("inf")
+        if not gap <= 1e-3 * (1.0 + float(ref.float().abs().max())):
+            raise UnmaskError(f"{arch} is not supported: from word embeddings it gives other logits than from "
+                              f"token ids on a padded batch (largest difference {gap:.3g}), so explanations "
+                              "would describe another function; decoder-style classifiers that pool the last "
+                              "non-padding token (GPT-2, Llama, ...) find it only in token ids")
+
     def predict(self, texts: list[str], pairs: list[str | None] | None = None,
                 batch_size: int = 64) -> torch.Tensor:
         """Softmax probabilities, (n, num_labels)."""
@@ -230,6 +273,29 @@ class TextClassifier:
             os.replace(staging / name, d / name)
         staging.rmdir()
         return d
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def _padded(batch: Batch, tokenizer, max_length: int):
+    """(input_ids, attention_mask, token_type_ids) of ``batch`` with padding in it: as encoded when some row
+    is shorter than another, else with one padding column added on the tokenizer's padding side (or, at
+    the length limit, the last token of row 0 turned into padding)."""
+    ids, mask, types = batch.input_ids, batch.attention_mask, batch.token_type_ids
+    if not bool(mask.all()):
+        return ids, mask, types
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    if ids.shape[1] >= max_length:
+        ids, mask = ids.clone(), mask.clone()
+        at = 0 if left else -1
+        ids[0, at], mask[0, at] = pad, 0
+        return ids, mask, types
+    column = lambda t, value: torch.full_like(t[:, :1], value)  # noqa: E731
+    join = lambda t, value: torch.cat([column(t, value), t] if left else [t, column(t, value)], 1)  # noqa: E731
+    return join(ids, pad), join(mask, 0), None if types is None else join(types, 0)
 
 
 def default_model_path() -> str:
