@@ -97,6 +97,9 @@ def markdown(result: dict) -> str:
     fac = [m for m in result["models"].values() if m["kind"] == "facade"]
     lines += ["", f"Clean models flagged at n = 200: {sum(m['verdict'] != 'trustworthy' for m in clean)}/{len(clean)}; "
               f"facades flagged: {sum(m['verdict'] != 'trustworthy' for m in fac)}/{len(fac)}."]
+    missing = [name for name in MODELS if name not in result["models"]]
+    if missing:
+        lines += ["", "Not audited at n = 200 under this calibration (no report): " + ", ".join(missing) + "."]
     return "\n".join(lines) + "\n"
 
 
