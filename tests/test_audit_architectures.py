@@ -188,6 +188,21 @@ def test_unsupported_architectures_fail_with_one_clear_error(model_type, problem
             audit(model, [TEXTS[0]] * 3)
 
 
+def test_explain_refuses_an_unsupported_architecture_and_checks_a_model_once(tmp_path, monkeypatch):
+    from unmask.attribution.explain import explain
+
+    gpt2 = load_model(save_tiny("gpt2", tmp_path / "gpt2"))
+    with pytest.raises(UnmaskError, match=r"^GPT2ForSequenceClassification \(model_type 'gpt2'\) is not supported"):
+        explain(gpt2, TEXTS, ["gradient"])
+    bert = load_model(save_tiny("bert", tmp_path / "bert"))
+    calls = []
+    original = type(bert).check_supported
+    monkeypatch.setattr(type(bert), "check_supported", lambda self, *a: calls.append(1) or original(self, *a))
+    explain(bert, TEXTS, ["gradient"])
+    explain(bert, TEXTS[:2], ["gradient_x_input"])
+    assert len(calls) == 1  # once per model object
+
+
 def test_cli_names_an_unsupported_architecture_without_a_traceback(tmp_path, capsys):
     from unmask.cli import main
 

@@ -10,6 +10,7 @@ from unmask.attribution.base import DEFAULT_TOKEN_BUDGET, AttributionMethod, get
 from unmask.attribution.record import Attribution
 from unmask.attribution.shared import pass_groups
 from unmask.errors import UnmaskError
+from unmask.models.adapter import ensure_supported
 from unmask.models.batch import Batch, length_buckets
 from unmask.models.classifier import TextClassifier
 
@@ -109,6 +110,7 @@ def explain(model: TextClassifier, texts: str | Sequence[str], methods: Sequence
     instances = [get_method(m, token_budget=token_budget) if isinstance(m, str) else m for m in methods]
     keys = method_keys(instances, [m if isinstance(m, str) else m.name for m in methods])
     batch = model.encode(list(texts), list(pairs) if pairs is not None else None, on_too_long=on_too_long)
+    ensure_supported(model, texts, pairs)  # after encode: the inputs themselves are checked first
     logits = predict_batch(model, batch, token_budget)
     targets = resolve_targets(model, target, logits.argmax(-1))
     return dict(zip(keys, attribute_methods(model, batch, instances, targets, logits, progress)))

@@ -60,11 +60,10 @@ def audit(model: TextClassifier, texts: Sequence[str], pairs: Sequence[str | Non
     first with one ``UnmaskError`` naming its architecture (``TextClassifier.check_supported``).
     """
     from unmask.attribution.base import DEFAULT_TOKEN_BUDGET
+    from unmask.models.adapter import ensure_supported
 
     started = time.time()
-    check = getattr(model, "check_supported", None)  # an optional adapter member (models/adapter.py)
-    if check is not None and len(texts):
-        check(list(texts), None if pairs is None else list(pairs))
+    ensure_supported(model, texts, pairs)  # the adapter's optional check (models/adapter.py)
     cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
     budget = token_budget or DEFAULT_TOKEN_BUDGET
     evidence: dict = {"behavior": behavioral_evidence(model, texts, pairs, methods, budget,

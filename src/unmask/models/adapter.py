@@ -30,7 +30,8 @@ What each member is for:
   layers' weights from them (``facade/structure.py``). Without it those two fail with one ``UnmaskError``;
 - ``check_supported(texts, pairs)`` (optional; ``TextClassifier`` has it): one ``UnmaskError`` naming the
   architecture when ``forward_embeds(embed(ids))`` fails or gives other logits than the model gives from the
-  ids on a padded batch (decoder-style classifiers, models that need the ids). The audit calls it first.
+  ids on a padded batch (decoder-style classifiers, models that need the ids). ``explain`` and the audit
+  call it first, through ``ensure_supported`` (once per model object).
 """
 from __future__ import annotations
 
@@ -86,3 +87,19 @@ def missing_members(model: object) -> list[str]:
 
 def supports_attention(model: object) -> bool:
     return bool(getattr(model, "supports_attention", True))
+
+
+def ensure_supported(model: object, texts, pairs=None) -> None:
+    """Run the adapter's optional ``check_supported`` on (a few of) ``texts`` once per model object: a model
+    explanations cannot be taken from faithfully fails here with one ``UnmaskError``, before any method runs."""
+    check = getattr(model, "check_supported", None)
+    texts = list(texts)
+    if check is None or not texts or getattr(model, "_unmask_supported", False):
+        return
+    if pairs is not None and len(list(pairs)) != len(texts):
+        return  # bad input, not a bad model: the caller's ``encode`` names the mismatch
+    check(texts, None if pairs is None else list(pairs))
+    try:
+        model._unmask_supported = True
+    except AttributeError:  # an adapter with __slots__: check again next time
+        pass
