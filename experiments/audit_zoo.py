@@ -584,8 +584,6 @@ def report(n: int, argv: list[str] | None) -> None:
                                           if checks else None)
         if split == "heldout":
             result.update(stats)
-        elif split == f"{FRESH_TAGS[-1]}_heldout":
-            result["fresh_heldout"] = result[split] = stats
         else:
             result[{"calibration": "calibration_split"}.get(split, split)] = stats
     result["per_model"] = per_model

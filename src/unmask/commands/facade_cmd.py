@@ -393,12 +393,11 @@ def _target_spec(text: str, tokenizer):
                 "  unmask facade train --model runs/rte --task rte --target first --paper-objective --out g_ft")
 def run_train(args: argparse.Namespace) -> int:
     from unmask.data import load_task
+    from unmask.errors import UnmaskError
     from unmask.facade.model import new_facade
     from unmask.facade.objective import FacadeObjective
     from unmask.facade.train import FacadeConfig, train_facade
     from unmask.models import load_model
-
-    from unmask.errors import UnmaskError
 
     apply_threads(args.threads)
     if args.max_length < 8:
