@@ -22,6 +22,7 @@ MODELS = {"sst2_s1_16k": "sst2", "lstm_s0": "sst2", "roberta_scratch_s0": "sst2"
           "unmerged_words_dev": "sst2",  # the v4 development word-set facade (calibration split)
           "unmerged_pronouns": "sst2", "unmerged_lastword_d100": "sst2", "unmerged_punct_aware_cap30": "sst2",
           "unmerged_stop_lam10": "sst2",  # zoo v4 (held out)
+          "unmerged_prepositions": "sst2", "unmerged_articles": "sst2", "unmerged_pronouns_s1": "sst2",  # zoo v5
           "rte_s1": "rte"}  # RTE last: its 200 pairs are the longest run
 ZOO = Path("runs/zoo")
 CALIBRATION = Path("src/unmask/audit/calibration.json")

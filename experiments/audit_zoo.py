@@ -3,6 +3,8 @@
     python experiments/audit_zoo.py build      # train / derive every model (resumable, one at a time)
     python experiments/audit_zoo.py evaluate   # audit evidence per model (cached per model fingerprint)
     python experiments/audit_zoo.py report     # calibrate on the calibration split, score the held-out split
+    python experiments/audit_zoo.py evaluate --n 200 --only <calibration clean models>
+    python experiments/audit_zoo.py calibrate --n 200   # the calibration shipped for audits on >= 200 inputs
 
 Calibration uses CLEAN models of the calibration split only. Attack families of the held-out split
 (noise concealment, fine-tuned merges, unmerged facades, new targets) are never used to set anything.
@@ -153,14 +155,25 @@ def facade_specs() -> list[Spec]:
                        share_cap=0.3, **v4))
     out.append(_facade("unmerged_stop_lam10", "unmerged-distilled", "heldout", target="stop",
                        **{**v4, "lambda_g": 10.0, "seed": 2}))
+    # Zoo v5 (specified 2026-12-07 with the n-dependent calibration rule, before that calibration was fitted and
+    # before any of these was built): word sets inside the stop words like the pronouns, which evaded at
+    # n = 200 under the n = 40 calibration, but other words (prepositions, articles), and the pronouns again
+    # with another seed. Held out; read at n = 40 (zoo) and n = 200 (audit_n200.py).
+    v5 = dict(added="v5", distill_weight=30.0, steps=300, lambda_g=3.0)
+    out.append(_facade("unmerged_prepositions", "unmerged-distilled", "heldout", target=PREPOSITIONS, **v5))
+    out.append(_facade("unmerged_articles", "unmerged-distilled", "heldout", target=ARTICLES, **v5))
+    out.append(_facade("unmerged_pronouns_s1", "unmerged-distilled", "heldout", target=PRONOUNS, **{**v5, "seed": 1}))
     return out
 
 
 FRESH_TAGS_TEXT = {"v3": "the top-1 pile-up test was chosen",
-                   "v4": "the 'last content word' class was added (v4)"}
+                   "v4": "the 'last content word' class was added (v4)",
+                   "v5": "the n-dependent calibration rule was committed (v5)"}
 FRESH_TAGS = tuple(FRESH_TAGS_TEXT)
 TOPIC_WORDS = "film,movie,story,comedy,characters,director,world,work,action,drama,performances,screen"
 PRONOUNS = "he,she,it,they,him,her,them,his,its,their,i,you,we"
+PREPOSITIONS = "of,in,on,at,by,for,with,from,to,into,about,over"
+ARTICLES = "the,a,an"
 SPECS = CLEAN + facade_specs()
 
 
@@ -366,7 +379,7 @@ def _safely(fn, arg) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=("build", "evaluate", "report", "run"),
+    p.add_argument("stage", choices=("build", "evaluate", "report", "run", "calibrate"),
                    help="run = build and audit model by model in RUN_ORDER (partial results usable at any time)")
     p.add_argument("--only", default=None, help="comma-separated model names")
     p.add_argument("--n", type=int, default=EVAL_N, help="dev inputs audited per model")
@@ -385,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         build(names)
     elif args.stage == "evaluate":
         evaluate(names, args.n, args.reverse)
+    elif args.stage == "calibrate":
+        calibrate(args.n)
     else:
         report(args.n, argv)
     return 0
@@ -459,7 +474,7 @@ def evaluate(names: list[str] | None, n: int, reverse: bool = False) -> None:
     from unmask.models import load_model
 
     torch.set_num_threads(THREADS)
-    out_dir = ROOT / "evidence"
+    out_dir = evidence_dir(n)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = load_model(ROOT / BASE)
     for spec in (SPECS[::-1] if reverse else SPECS):
@@ -523,10 +538,11 @@ def report(n: int, argv: list[str] | None) -> None:
     from unmask.audit.verdict import SUSPECT_P, verdicts
     from unmask.io import write_json_atomic, write_text_atomic
 
-    rows = load_evidence()
+    rows = load_evidence(n)
     calib_clean = {k: r["evidence"] for k, r in rows.items() if r["kind"] == "clean" and r["split"] == "calibration"}
     command = "python experiments/audit_zoo.py report" + (f" --n {n}" if n != EVAL_N else "")
-    cal = fit(calib_clean, source=f"experiments/audit_zoo.py (clean calibration models, {n} dev inputs each)")
+    cal = fit(calib_clean, source=f"experiments/audit_zoo.py (clean calibration models, {n} dev inputs each)",
+              n_inputs=n)
     cal.save(Path("src/unmask/audit/calibration.json"))
     base_p1 = rows[BASE]["p_at_1"] if BASE in rows else {}
     per_model = []
@@ -598,27 +614,59 @@ def report(n: int, argv: list[str] | None) -> None:
 EVIDENCE_ARCHIVE = Path("experiments/results/audit_zoo_evidence.jsonl.gz")
 
 
-def load_evidence() -> dict[str, dict]:
-    """Every model's evidence row by name: runs/zoo/evidence/*.json when the zoo was evaluated here (then also
-    archived to EVIDENCE_ARCHIVE, which is committed), else the archive, so `report` reruns without the models.
-    Statistics the stored evidence predates are filled in from its raw records (``fill_record_statistics``)."""
+def evidence_dir(n: int) -> Path:
+    """Where the evidence of audits on ``n`` inputs is kept: runs/zoo/evidence at EVAL_N, else evidence_n<n>."""
+    return ROOT / ("evidence" if n == EVAL_N else f"evidence_n{n}")
+
+
+def evidence_archive(n: int) -> Path:
+    """The committed archive of the evidence at ``n`` inputs (EVIDENCE_ARCHIVE at EVAL_N)."""
+    return EVIDENCE_ARCHIVE if n == EVAL_N else EVIDENCE_ARCHIVE.with_name(f"audit_zoo_n{n}_evidence.jsonl.gz")
+
+
+def calibrate(n: int) -> None:
+    """Fit the calibration for audits on ``n`` inputs on the calibration split's clean models (every one of them
+    must have been evaluated at ``n``) and write it next to the default one as calibration_n<n>.json."""
+    from unmask.audit.calibration import fit
+
+    if n == EVAL_N:
+        raise UnmaskError(f"the calibration at {EVAL_N} inputs is written by `report`")
+    rows = load_evidence(n)
+    wanted = sorted(s.name for s in CLEAN if s.split == "calibration")
+    missing = [name for name in wanted if name not in rows]
+    if missing:
+        raise UnmaskError(f"no evidence at n = {n} for calibration model(s) {', '.join(missing)}: run "
+                          f"`evaluate --n {n} --only {','.join(missing)}` first")
+    cal = fit({name: rows[name]["evidence"] for name in wanted},
+              source=f"experiments/audit_zoo.py calibrate --n {n} (clean calibration models, {n} dev inputs each)",
+              n_inputs=n)
+    path = cal.save(Path(f"src/unmask/audit/calibration_n{n}.json"))
+    log(f"calibration at n = {n} on {len(wanted)} clean models written to {path}")
+
+
+def load_evidence(n: int = EVAL_N) -> dict[str, dict]:
+    """Every model's evidence row (audits on ``n`` inputs) by name: ``evidence_dir(n)``/*.json when the zoo was
+    evaluated here (then also archived to ``evidence_archive(n)``, which is committed), else the archive, so
+    `report` reruns without the models. Statistics the stored evidence predates are filled in from its raw
+    records (``fill_record_statistics``)."""
     import gzip
 
-    files = sorted((ROOT / "evidence").glob("*.json"))
+    archive = evidence_archive(n)
+    files = sorted(evidence_dir(n).glob("*.json"))
     if files:
         rows = {r["name"]: r for r in (json.loads(f.read_text()) for f in files)}
-        fill_base_targets(rows)
-        EVIDENCE_ARCHIVE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = EVIDENCE_ARCHIVE.with_suffix(".tmp")
+        fill_base_targets(rows, n)
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        tmp = archive.with_suffix(".tmp")
         with gzip.open(tmp, "wt") as fh:
             for name in sorted(rows):
                 fh.write(json.dumps(rows[name]) + "\n")
-        tmp.replace(EVIDENCE_ARCHIVE)
-    elif EVIDENCE_ARCHIVE.is_file():
-        with gzip.open(EVIDENCE_ARCHIVE, "rt") as fh:
+        tmp.replace(archive)
+    elif archive.is_file():
+        with gzip.open(archive, "rt") as fh:
             rows = {r["name"]: r for r in map(json.loads, fh)}
     else:
-        raise UnmaskError(f"no evidence: run `evaluate` first (or restore {EVIDENCE_ARCHIVE})")
+        raise UnmaskError(f"no evidence at n = {n}: run `evaluate --n {n}` first (or restore {archive})")
     for r in rows.values():
         fill_record_statistics(r)
     return rows
@@ -662,7 +710,7 @@ def fill_record_statistics(row: dict) -> None:
         m.update(top1_pileup=excess, top1_pileup_class=cls, top1_share=share, reference_top1_share=ref_share)
 
 
-def fill_base_targets(rows: dict) -> None:
+def fill_base_targets(rows: dict, n: int = EVAL_N) -> None:
     """f's P@1 on facade targets added after f was evaluated, from f's stored records (needs f's tokenizer);
     written back to f's evidence file so the archive carries it."""
     from types import SimpleNamespace
@@ -670,7 +718,7 @@ def fill_base_targets(rows: dict) -> None:
     import numpy as np
 
     base = rows.get(BASE)
-    path = ROOT / "evidence" / f"{BASE}.json"
+    path = evidence_dir(n) / f"{BASE}.json"
     missing = sorted({target_of(s) for s in SPECS if s.kind == "facade"} - set(base.get("p_at_1_by_target", {}))
                      ) if base else []
     if not missing or not path.is_file():

@@ -161,6 +161,38 @@ def test_calibration_needs_three_clean_models_and_round_trips(tmp_path, zoo):
         Calibration.load(tmp_path / "missing.json")
 
 
+def test_calibration_floors_follow_its_inputs_per_model_and_the_audit_picks_by_n():
+    from unmask.audit.calibration import SIGMA_FLOOR, StatCalibration, floor_for, shipped, shipped_for
+    from unmask.audit.verdict import run_tests
+
+    # per-input means: the floor shrinks like 1 / sqrt(n); model-level statistics keep theirs
+    assert floor_for("gradient.pileup", 160) == pytest.approx(SIGMA_FLOOR["pileup"] / 2)
+    assert floor_for("gradient.top1_pileup", 10) == pytest.approx(SIGMA_FLOOR["top1_pileup"] * 2)
+    assert floor_for("gradient.pileup", None) == floor_for("gradient.pileup", 40) == SIGMA_FLOOR["pileup"]
+    assert floor_for("model.magnitude_ratio", 200) == SIGMA_FLOOR["magnitude_ratio"]
+    # the same clean statistics (spread under both floors): a value the n = 40 calibration lets pass fires at n = 160
+    stats = {"gradient.top1_pileup": StatCalibration(0.05, 0.01, 14)}
+    t40 = run_tests({"gradient.top1_pileup": 0.2}, Calibration(stats, n_inputs=40), ["gradient.top1_pileup"])[0]
+    t160 = run_tests({"gradient.top1_pileup": 0.2}, Calibration(stats, n_inputs=160), ["gradient.top1_pileup"])[0]
+    assert t160.t == pytest.approx(2 * t40.t)
+    # selection: the largest n not above the audit's, else the smallest
+    cals = [Calibration(stats, n_inputs=n) for n in (200, 40)]
+    assert [shipped_for(n, cals).n_inputs for n in (10, 40, 199, 200, 1000)] == [40, 40, 40, 200, 200]
+    with pytest.raises(UnmaskError, match="at least 1 input"):
+        shipped_for(0, cals)
+    ns = [c.n_inputs for c in shipped()]
+    assert 40 in ns and ns == sorted(ns)  # the default calibration.json records its size
+    assert Calibration.load(None, 40).to_dict() == Calibration.load(None).to_dict()
+
+
+def test_an_audit_on_fewer_inputs_than_its_calibration_says_so():
+    from unmask.audit import calibration_note
+
+    cal = Calibration({}, n_inputs=40)
+    assert calibration_note(cal, 40) == "" and calibration_note(cal, 200) == ""
+    assert "fewer than the 40" in calibration_note(cal, 12)
+
+
 def test_cli_errors_on_a_directory_that_is_not_a_classifier(tmp_path):
     (tmp_path / "empty").mkdir()
     for target in (tmp_path / "empty", tmp_path / "missing"):

@@ -82,6 +82,7 @@ def test_report_calibrates_on_clean_calibration_models_and_reads_the_archive(tmp
     monkeypatch.setattr(zoo, "ROOT", tmp_path / "runs/zoo")
     monkeypatch.setattr(zoo, "EVIDENCE_ARCHIVE", tmp_path / "results/audit_zoo_evidence.jsonl.gz")
     monkeypatch.setattr(zoo, "roc_plot", lambda *a, **k: None)
+    monkeypatch.setattr(zoo, "EVAL_N", 6)  # the default size: evidence in runs/zoo/evidence, the default archive
     (tmp_path / "experiments/results").mkdir(parents=True)
     ev = tmp_path / "runs/zoo/evidence"
     ev.mkdir(parents=True)

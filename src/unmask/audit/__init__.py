@@ -54,7 +54,8 @@ def audit(model: TextClassifier, texts: Sequence[str], pairs: Sequence[str | Non
           progress: Callable[[str], None] | None = None) -> AuditReport:
     """Audit ``model``'s explanations on ``texts`` (the model's own predictions are explained).
 
-    ``calibration``: a ``Calibration``, a path to one, or ``None`` for the one shipped with unmask.
+    ``calibration``: a ``Calibration``, a path to one, or ``None`` for the one shipped with unmask that was
+    fitted at the largest number of inputs not above ``len(texts)`` (``Calibration.load``).
     ``structure``: also run the weight-structure check (BERT-like encoders; skipped with a note otherwise).
     A model the adapter cannot run faithfully from word embeddings (e.g. a decoder-style classifier) fails
     first with one ``UnmaskError`` naming its architecture (``TextClassifier.check_supported``).
@@ -64,7 +65,7 @@ def audit(model: TextClassifier, texts: Sequence[str], pairs: Sequence[str | Non
 
     started = time.time()
     ensure_supported(model, texts, pairs)  # the adapter's optional check (models/adapter.py)
-    cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+    cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration, len(texts))
     budget = token_budget or DEFAULT_TOKEN_BUDGET
     evidence: dict = {"behavior": behavioral_evidence(model, texts, pairs, methods, budget,
                                                       progress=progress).to_dict()}
@@ -75,7 +76,17 @@ def audit(model: TextClassifier, texts: Sequence[str], pairs: Sequence[str | Non
         model=model.name, verdict=model_level["verdict"], score=model_level["score"],
         p_value=model_level["p_value"], summary=summary(per_method, model_level), methods=per_method,
         evidence={**evidence, "model_level": model_level},
-        calibration={"models": cal.models, "source": cal.source}, seconds=round(time.time() - started, 1))
+        calibration={"models": cal.models, "source": cal.source, "n_inputs": cal.n_inputs,
+                     "note": calibration_note(cal, len(texts))}, seconds=round(time.time() - started, 1))
+
+
+def calibration_note(cal: Calibration, n: int) -> str:
+    """Empty, or why the stated p-values may be optimistic: fewer inputs audited than calibrated on."""
+    if cal.n_inputs and n < cal.n_inputs:
+        return (f"audited on {n} inputs, fewer than the {cal.n_inputs} per model the calibration was fitted on: "
+                "the statistics are noisier than the calibration assumes, so a clean model is flagged more often "
+                "than the p-values say")
+    return ""
 
 
 def structural(model: TextClassifier, progress: Callable[[str], None] | None = None) -> dict:

@@ -6,9 +6,16 @@ Student's t with n - 1 degrees of freedom (a prediction interval), so the one-si
 the chance that a clean model is at least this extreme. ``s`` has a floor per statistic (a handful of
 calibration models can agree by luck), which only makes the audit more conservative.
 
-The calibration shipped with the package (``calibration.json``) was fitted by
-``experiments/audit_zoo.py report`` on the clean models of the zoo's calibration split; the file records
-which models those were.
+A statistic's spread depends on how many inputs each model was audited on: the per-input means (pile-up,
+misplacement, ...) carry sampling noise that shrinks like 1 / sqrt(n). A calibration therefore records its
+``n_inputs``, its floors shrink (or grow) with sqrt(REFERENCE_N / n_inputs), and ``Calibration.load``
+picks, among the calibrations shipped with the package, the one fitted at the largest n not above the
+audit's (fitting at fewer inputs than audited only makes the audit more conservative; at more inputs it
+would not be, so an audit on fewer inputs than every shipped calibration uses the smallest and says so).
+
+The calibrations shipped with the package were fitted by ``experiments/audit_zoo.py`` on the clean models of
+the zoo's calibration split: ``calibration.json`` at 40 inputs (``report``), ``calibration_n200.json`` at
+200, the CLI's default (``calibrate --n 200``); each file records which models those were.
 """
 from __future__ import annotations
 
@@ -24,7 +31,10 @@ from scipy import stats as st
 from unmask.errors import UnmaskError
 from unmask.io import write_json_atomic
 
-# Floors on the clean standard deviation, in each statistic's own units.
+# Floors on the clean standard deviation, in each statistic's own units, for a calibration at REFERENCE_N
+# inputs per model; the per-input means (PER_INPUT_STATS) scale theirs with sqrt(REFERENCE_N / n_inputs).
+REFERENCE_N = 40
+PER_INPUT_STATS = ("unfaithfulness", "top1_miss", "misplacement", "pileup", "top1_pileup")
 SIGMA_FLOOR = {"unfaithfulness": 0.08, "top1_miss": 0.05, "misplacement": 0.05, "pileup": 0.04, "top1_pileup": 0.05,
                "magnitude_ratio": 0.15, "first_order_miss": 0.05, "structure": 0.3}
 # Statistics tested on every method, and once per model (for the local-gradient methods). Also measured and
@@ -38,8 +48,13 @@ REPORTED_METHOD_STATS = ("unfaithfulness", "top1_miss")
 REPORTED_MODEL_STATS = ("first_order_miss",)
 
 
-def floor_for(key: str) -> float:
-    return SIGMA_FLOOR[key.split(".")[-1]]
+def floor_for(key: str, n_inputs: int | None = None) -> float:
+    """The floor on the clean standard deviation of statistic ``key`` for a calibration at ``n_inputs``
+    inputs per model (None: REFERENCE_N)."""
+    stat = key.split(".")[-1]
+    if stat in PER_INPUT_STATS and n_inputs:
+        return SIGMA_FLOOR[stat] * math.sqrt(REFERENCE_N / n_inputs)
+    return SIGMA_FLOOR[stat]
 
 
 @dataclass
@@ -67,22 +82,30 @@ class Calibration:
     stats: dict[str, StatCalibration]
     models: list[str] = field(default_factory=list)
     source: str = ""
+    n_inputs: int | None = None   # inputs audited per calibration model (None: unknown, floors as at REFERENCE_N)
 
     def to_dict(self) -> dict:
         return {"stats": {k: asdict(v) for k, v in self.stats.items()}, "models": self.models,
-                "source": self.source}
+                "source": self.source, "n_inputs": self.n_inputs}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
         return cls({k: StatCalibration(**v) for k, v in d["stats"].items()}, d.get("models", []),
-                   d.get("source", ""))
+                   d.get("source", ""), d.get("n_inputs"))
+
+    def floor(self, key: str) -> float:
+        return floor_for(key, self.n_inputs)
 
     def save(self, path: str | Path) -> Path:
         return write_json_atomic(Path(path), self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Calibration":
-        """The given file, or the calibration shipped with unmask."""
+    def load(cls, path: str | Path | None = None, n_inputs: int | None = None) -> "Calibration":
+        """The given file, or the calibration shipped with unmask for an audit on ``n_inputs`` inputs: the one
+        fitted at the largest n not above it (the smallest when every one is above it); None: the default
+        calibration (``calibration.json``)."""
+        if path is None and n_inputs is not None:
+            return shipped_for(n_inputs)
         try:
             text = (Path(path).read_text() if path is not None
                     else resources.files("unmask.audit").joinpath("calibration.json").read_text())
@@ -92,6 +115,26 @@ class Calibration:
             return cls.from_dict(json.loads(text))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise UnmaskError(f"broken audit calibration file {path}: {e}") from None
+
+
+def shipped() -> list[Calibration]:
+    """Every calibration shipped with the package (``calibration*.json``), by increasing ``n_inputs``."""
+    files = [f for f in resources.files("unmask.audit").iterdir()
+             if f.name.startswith("calibration") and f.name.endswith(".json")]
+    cals = [Calibration.from_dict(json.loads(f.read_text())) for f in sorted(files, key=lambda f: f.name)]
+    return sorted(cals, key=lambda c: c.n_inputs or REFERENCE_N)
+
+
+def shipped_for(n_inputs: int, cals: list[Calibration] | None = None) -> Calibration:
+    """The calibration (of ``cals``, default the shipped ones) fitted at the largest n not above ``n_inputs``,
+    else the one at the smallest n."""
+    if n_inputs < 1:
+        raise UnmaskError(f"an audit needs at least 1 input, got {n_inputs}")
+    cals = sorted(shipped() if cals is None else cals, key=lambda c: c.n_inputs or REFERENCE_N)
+    if not cals:
+        raise UnmaskError("no audit calibration shipped with unmask (unmask/audit/calibration*.json)")
+    fit_below = [c for c in cals if (c.n_inputs or REFERENCE_N) <= n_inputs]
+    return fit_below[-1] if fit_below else cals[0]
 
 
 def statistics(evidence: dict) -> dict[str, float]:
@@ -117,11 +160,12 @@ def tested_keys(calibration: Calibration) -> list[str]:
 
 def fire_values(calibration: Calibration, p: float) -> dict[str, float]:
     """Per tested statistic: the value at which its tail reaches ``p`` (e.g. SUSPECT_P / number of tests)."""
-    return {k: calibration.stats[k].value_at(p, floor_for(k)) for k in tested_keys(calibration)}
+    return {k: calibration.stats[k].value_at(p, calibration.floor(k)) for k in tested_keys(calibration)}
 
 
-def fit(evidences: dict[str, dict], source: str = "") -> Calibration:
-    """Fit on the evidence of clean models only (``{model name: evidence dict}``)."""
+def fit(evidences: dict[str, dict], source: str = "", n_inputs: int | None = None) -> Calibration:
+    """Fit on the evidence of clean models only (``{model name: evidence dict}``), each audited on
+    ``n_inputs`` inputs."""
     if len(evidences) < 3:
         raise UnmaskError(f"calibration needs at least 3 clean models, got {len(evidences)}")
     values: dict[str, list[float]] = {}
@@ -133,4 +177,4 @@ def fit(evidences: dict[str, dict], source: str = "") -> Calibration:
                     values.setdefault("any." + k.split(".")[-1], []).append(v)
     stats = {k: StatCalibration(float(np.mean(v)), float(np.std(v, ddof=1)), len(v))
              for k, v in values.items() if len(v) >= 3}
-    return Calibration(stats, sorted(evidences), source)
+    return Calibration(stats, sorted(evidences), source, n_inputs)

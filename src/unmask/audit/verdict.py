@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from unmask.audit.calibration import METHOD_STATS, MODEL_STATS, Calibration, floor_for, statistics
+from unmask.audit.calibration import METHOD_STATS, MODEL_STATS, Calibration, statistics
 
 SUSPECT_P = 1e-2
 MANIPULATED_P = 1e-3
@@ -54,7 +54,7 @@ def run_tests(values: dict[str, float], calibration: Calibration, keys: list[str
         cal = calibration.stats.get(k) or calibration.stats.get(_generic(k))
         if cal is None or k not in values or not math.isfinite(values[k]):
             continue
-        floor = floor_for(k)
+        floor = calibration.floor(k)
         out.append(Test(k, values[k], cal.t(values[k], floor), cal.tail(values[k], floor)))
     return out
 

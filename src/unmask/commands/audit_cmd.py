@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         for reason in v.reasons[:3]:
             print(f"      - {reason}")
     print(report.summary)
+    if report.calibration.get("note"):
+        print(f"note: {report.calibration['note']}")
     emit_json(args.json, report.to_dict(), what="JSON report")  # strict JSON: NaN (e.g. a reference's p) -> null
     if args.html:
         print(f"HTML report written to {args.html}")

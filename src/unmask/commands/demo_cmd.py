@@ -202,11 +202,10 @@ def fine_tune_f_orig(f_dir: Path, base_model: str, train_limit: int, progress: b
 def audit_cache_path(model_dir: Path, cache_dir: Path, n: int) -> Path:
     """Where the audit of ``model_dir`` on ``n`` dev sentences is cached: keyed on the model's fingerprint,
     n and the audit's calibration (a retrained model or a new calibration re-runs it)."""
-    from importlib import resources
-
+    from unmask.audit.calibration import Calibration
     from unmask.cache import inputs_fingerprint, model_fingerprint
 
-    calibration = resources.files("unmask.audit").joinpath("calibration.json").read_text()
+    calibration = Calibration.load(None, n).to_dict()  # the one the audit of n inputs uses
     key = inputs_fingerprint(model=model_fingerprint(model_dir), n=n, calibration=calibration)
     return cache_dir / f"{key[:16]}.json"
 
