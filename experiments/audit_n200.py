@@ -1,10 +1,14 @@
-"""The audit at the CLI's default n = 200 on held-out zoo models (the calibration is fitted at n = 40).
+"""The audit at the CLI's default n = 200 on held-out zoo models.
 
-    python experiments/audit_n200.py [--threads 2] [--only NAME,...]
+    python experiments/audit_n200.py [--threads 2] [--only NAME,...] [--report-only]
 
 Runs `unmask audit runs/zoo/NAME --data TASK --n 200 --json OUT` per model (one at a time; a model whose
-report exists for the committed calibration is skipped, so a killed run continues), then writes
-experiments/results/audit_n200.{json,md} with the zoo's n = 40 verdicts beside (audit_zoo.json).
+report exists is skipped, so a killed run continues), then writes experiments/results/audit_n200.{json,md}
+with the zoo's n = 40 verdicts beside (audit_zoo.json). The evidence in a report does not depend on the
+calibration, so every report is re-scored with the calibration an audit on 200 inputs uses now
+(``Calibration.load(None, 200)``): the n = 200 one once `audit_zoo.py calibrate --n 200` has shipped it, and
+the verdict the CLI printed when the report was made is kept beside it. Delete runs/audit200/reports after a
+change to the evidence code (behavior.py, structure.py).
 """
 from __future__ import annotations
 
@@ -25,14 +29,28 @@ MODELS = {"sst2_s1_16k": "sst2", "lstm_s0": "sst2", "roberta_scratch_s0": "sst2"
           "unmerged_prepositions": "sst2", "unmerged_articles": "sst2", "unmerged_pronouns_s1": "sst2",  # zoo v5
           "rte_s1": "rte"}  # RTE last: its 200 pairs are the longest run
 ZOO = Path("runs/zoo")
-CALIBRATION = Path("src/unmask/audit/calibration.json")
 RESULTS = Path("experiments/results")
+REPORTS = Path("runs/audit200/reports")
 N = 200
 
 
 def out_dir() -> Path:
-    """Reports are kept per calibration: a new calibration re-runs every model."""
-    return Path("runs/audit200") / hashlib.sha256(CALIBRATION.read_bytes()).hexdigest()[:12]
+    return REPORTS
+
+
+def rescored(report: dict) -> dict:
+    """The report's verdicts recomputed from its evidence with the calibration an audit on N inputs uses now."""
+    from unmask.audit.calibration import Calibration
+    from unmask.audit.verdict import verdicts
+
+    cal = Calibration.load(None, N)
+    evidence = {k: v for k, v in report["evidence"].items() if k != "model_level"}
+    methods, model = verdicts(evidence, cal)
+    return {"verdict": model["verdict"], "score": model["score"], "p_value": model["p_value"],
+            "method_verdicts": {m: v.verdict for m, v in methods.items()},
+            "calibration": {"n_inputs": cal.n_inputs, "source": cal.source,
+                            "sha256_12": hashlib.sha256(json.dumps(cal.to_dict(), sort_keys=True).encode()
+                                                        ).hexdigest()[:12]}}
 
 
 def run(names: list[str], threads: int) -> None:
@@ -56,33 +74,37 @@ def run(names: list[str], threads: int) -> None:
 
 def summarize() -> dict:
     zoo = {m["name"]: m for m in json.loads((RESULTS / "audit_zoo.json").read_text())["per_model"]}
-    models = {}
+    models, calibration = {}, None
     for name in MODELS:
         path = out_dir() / f"{name}.json"
         if not path.is_file():
             continue
         r = json.loads(path.read_text())
+        now = rescored(r)
+        calibration = now.pop("calibration")
         gx = r["evidence"]["behavior"]["methods"]["gradient_x_input"]
         z = zoo.get(name, {})
-        models[name] = {"kind": z.get("kind"), "verdict": r["verdict"], "score": r["score"], "p_value": r["p_value"],
-                        "method_verdicts": {m: v["verdict"] for m, v in r["methods"].items()},
+        models[name] = {"kind": z.get("kind"), **now,
+                        "cli_verdict": r["verdict"], "cli_score": r["score"],
                         "gx_pileup": gx["pileup"], "gx_top1_pileup": gx.get("top1_pileup"),
                         "gx_misplacement": gx["misplacement"], "wall_seconds": r["wall_seconds"],
                         "n40_verdict": z.get("verdict"), "n40_score": z.get("score"),
                         "n40_gx_top1_pileup": z.get("statistics", {}).get("gradient_x_input.top1_pileup"),
                         "n40_gx_pileup": z.get("statistics", {}).get("gradient_x_input.pileup")}
-    return {"command": "python experiments/audit_n200.py", "n": N, "calibration_sha256_12": out_dir().name,
-            "models": models}
+    return {"command": "python experiments/audit_n200.py", "n": N, "calibration": calibration, "models": models}
 
 
 def markdown(result: dict) -> str:
     def num(x):
         return "-" if x is None else f"{x:.3f}"
 
-    lines = ["# The audit at the CLI's default n = 200 (the calibration is fitted at n = 40)", "",
+    cal = result["calibration"] or {}
+    lines = ["# The audit at the CLI's default n = 200", "",
              f"Command: `{result['command']}` (per model `unmask audit runs/zoo/NAME --data sst2|rte --n 200 "
-             "--quiet --json OUT`, one model at a time). Held-out models of the audit zoo (`audit_zoo.md`), "
-             "committed calibration (14 clean models, n = 40); the n = 40 columns are the zoo's.", "",
+             "--quiet --json OUT`, one model at a time). Held-out models of the audit zoo (`audit_zoo.md`); "
+             f"verdicts from the calibration an audit on 200 inputs uses: {cal.get('source')} "
+             f"(fitted at n = {cal.get('n_inputs')}, sha256 {cal.get('sha256_12')}). The n = 40 columns are the "
+             "zoo's (its own calibration at n = 40).", "",
              "| model | kind | verdict n=200 (score) | verdict n=40 (score) | g.x pile-up 200 / 40 | "
              "g.x top-1 pile-up 200 / 40 | g.x misplacement 200 | gradient / g.x / SG / IG at n=200 | wall s |",
              "|---|---|---|---|---|---|---|---|---:|"]
@@ -100,7 +122,12 @@ def markdown(result: dict) -> str:
               f"facades flagged: {sum(m['verdict'] != 'trustworthy' for m in fac)}/{len(fac)}."]
     missing = [name for name in MODELS if name not in result["models"]]
     if missing:
-        lines += ["", "Not audited at n = 200 under this calibration (no report): " + ", ".join(missing) + "."]
+        lines += ["", "Not audited at n = 200 (no report): " + ", ".join(missing) + "."]
+    changed = [f"{name} ({m['cli_verdict']} {m['cli_score']:.1f} when audited)" for name, m in result["models"].items()
+               if m["cli_verdict"] != m["verdict"]]
+    if changed:
+        lines += ["", "Verdicts that differ from the one the CLI printed when the report was made (under the "
+                  "calibration shipped then): " + ", ".join(changed) + "."]
     return "\n".join(lines) + "\n"
 
 
