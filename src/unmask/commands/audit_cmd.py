@@ -20,7 +20,9 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=None,
                    help="comma-separated methods to audit (default gradient, gradient_x_input, smoothgrad, "
                         "integrated_gradients; leave_one_out is the reference)")
-    p.add_argument("--calibration", default=None, help="calibration JSON (default: the one shipped with unmask)")
+    p.add_argument("--calibration", default=None,
+                   help="calibration JSON (default: the one shipped with unmask fitted at the largest number of "
+                        "inputs per model not above --n)")
     p.add_argument("--no-structure", action="store_true", help="skip the weight-structure check")
     add_json_argument(p, "the full report")
     p.add_argument("--html", default=None, metavar="OUT", help="write an HTML report")
