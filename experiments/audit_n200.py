@@ -27,7 +27,12 @@ MODELS = {"sst2_s1_16k": "sst2", "lstm_s0": "sst2", "roberta_scratch_s0": "sst2"
           "unmerged_pronouns": "sst2", "unmerged_lastword_d100": "sst2", "unmerged_punct_aware_cap30": "sst2",
           "unmerged_stop_lam10": "sst2",  # zoo v4 (held out)
           "unmerged_prepositions": "sst2", "unmerged_articles": "sst2", "unmerged_pronouns_s1": "sst2",  # zoo v5
-          "rte_s1": "rte"}  # RTE last: its 200 pairs are the longest run
+          "rte_s1": "rte",  # RTE last: its 200 pairs are the longest run
+          # the rest of the zoo's held-out clean models, added when the n = 200 calibration was first fitted
+          # (its false positive on distilbert_scratch_s0 asked for a larger clean test set)
+          "sst2_s3_2k": "sst2", "sst2_s8_4k": "sst2", "sst2_s9_8k": "sst2", "sst2_s10_2k": "sst2",
+          "sst2_s11_8k": "sst2", "lstm_s2": "sst2", "minilm3_s0": "sst2", "minilm3_s2": "sst2",
+          "distilbert_scratch_s2": "sst2", "roberta_scratch_s2": "sst2", "rp_s1": "sst2", "rte_s3": "rte"}
 ZOO = Path("runs/zoo")
 RESULTS = Path("experiments/results")
 REPORTS = Path("runs/audit200/reports")
