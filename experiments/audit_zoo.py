@@ -627,7 +627,7 @@ def evidence_archive(n: int) -> Path:
 def calibrate(n: int) -> None:
     """Fit the calibration for audits on ``n`` inputs on the calibration split's clean models (every one of them
     must have been evaluated at ``n``) and write it next to the default one as calibration_n<n>.json."""
-    from unmask.audit.calibration import fit
+    from unmask.audit.calibration import fit, spread_ratios
 
     if n == EVAL_N:
         raise UnmaskError(f"the calibration at {EVAL_N} inputs is written by `report`")
@@ -640,8 +640,10 @@ def calibrate(n: int) -> None:
     cal = fit({name: rows[name]["evidence"] for name in wanted},
               source=f"experiments/audit_zoo.py calibrate --n {n} (clean calibration models, {n} dev inputs each)",
               n_inputs=n)
+    reference = load_evidence(EVAL_N)
+    cal.floor_scale = spread_ratios(cal, fit({name: reference[name]["evidence"] for name in wanted}, n_inputs=EVAL_N))
     path = cal.save(Path(f"src/unmask/audit/calibration_n{n}.json"))
-    log(f"calibration at n = {n} on {len(wanted)} clean models written to {path}")
+    log(f"calibration at n = {n} on {len(wanted)} clean models written to {path}; floor scale {cal.floor_scale}")
 
 
 def load_evidence(n: int = EVAL_N) -> dict[str, dict]:

@@ -161,28 +161,36 @@ def test_calibration_needs_three_clean_models_and_round_trips(tmp_path, zoo):
         Calibration.load(tmp_path / "missing.json")
 
 
-def test_calibration_floors_follow_its_inputs_per_model_and_the_audit_picks_by_n():
-    from unmask.audit.calibration import SIGMA_FLOOR, StatCalibration, floor_for, shipped, shipped_for
+def test_calibration_floors_follow_the_measured_spread_and_the_audit_picks_by_n():
+    from unmask.audit.calibration import SIGMA_FLOOR, StatCalibration, floor_for, shipped, shipped_for, spread_ratios
     from unmask.audit.verdict import run_tests
 
-    # per-input means: the floor shrinks like 1 / sqrt(n); model-level statistics keep theirs
-    assert floor_for("gradient.pileup", 160) == pytest.approx(SIGMA_FLOOR["pileup"] / 2)
-    assert floor_for("gradient.top1_pileup", 10) == pytest.approx(SIGMA_FLOOR["top1_pileup"] * 2)
-    assert floor_for("gradient.pileup", None) == floor_for("gradient.pileup", 40) == SIGMA_FLOOR["pileup"]
-    assert floor_for("model.magnitude_ratio", 200) == SIGMA_FLOOR["magnitude_ratio"]
-    # the same clean statistics (spread under both floors): a value the n = 40 calibration lets pass fires at n = 160
-    stats = {"gradient.top1_pileup": StatCalibration(0.05, 0.01, 14)}
-    t40 = run_tests({"gradient.top1_pileup": 0.2}, Calibration(stats, n_inputs=40), ["gradient.top1_pileup"])[0]
-    t160 = run_tests({"gradient.top1_pileup": 0.2}, Calibration(stats, n_inputs=160), ["gradient.top1_pileup"])[0]
-    assert t160.t == pytest.approx(2 * t40.t)
+    # a calibration at another size scales its per-input floors by how much the clean spread shrank (never grows)
+    ref = Calibration({"any.pileup": StatCalibration(0.02, 0.02, 56), "any.top1_pileup": StatCalibration(0.05, 0.04, 56),
+                       "any.misplacement": StatCalibration(0.9, 0.05, 56)}, models=["a", "b", "c"], n_inputs=40)
+    big = Calibration({"any.pileup": StatCalibration(0.02, 0.01, 56), "any.top1_pileup": StatCalibration(0.05, 0.03, 56),
+                       "any.misplacement": StatCalibration(0.9, 0.06, 56)}, models=["c", "b", "a"], n_inputs=200)
+    assert spread_ratios(big, ref) == {"pileup": 0.5, "top1_pileup": 0.75, "misplacement": 1.0}
+    with pytest.raises(UnmaskError, match="same clean models"):
+        spread_ratios(big, Calibration(ref.stats, models=["a", "b"]))
+    big.floor_scale = spread_ratios(big, ref)
+    assert big.floor("gradient.pileup") == pytest.approx(SIGMA_FLOOR["pileup"] / 2)
+    assert big.floor("model.magnitude_ratio") == floor_for("model.magnitude_ratio") == SIGMA_FLOOR["magnitude_ratio"]
+    assert ref.floor("gradient.pileup") == SIGMA_FLOOR["pileup"]  # no scale: the reference floors
+    # the same clean statistics (spread under both floors): the halved floor doubles t
+    stats = {"gradient.pileup": StatCalibration(0.01, 0.001, 14)}
+    t_ref = run_tests({"gradient.pileup": 0.2}, Calibration(stats), ["gradient.pileup"])[0]
+    t_big = run_tests({"gradient.pileup": 0.2}, Calibration(stats, floor_scale={"pileup": 0.5}), ["gradient.pileup"])[0]
+    assert t_big.t == pytest.approx(2 * t_ref.t)
     # selection: the largest n not above the audit's, else the smallest
     cals = [Calibration(stats, n_inputs=n) for n in (200, 40)]
     assert [shipped_for(n, cals).n_inputs for n in (10, 40, 199, 200, 1000)] == [40, 40, 40, 200, 200]
     with pytest.raises(UnmaskError, match="at least 1 input"):
         shipped_for(0, cals)
     ns = [c.n_inputs for c in shipped()]
-    assert 40 in ns and ns == sorted(ns)  # the default calibration.json records its size
+    assert ns == sorted(ns) and ns[0] == 40  # the default calibration.json records its size
     assert Calibration.load(None, 40).to_dict() == Calibration.load(None).to_dict()
+    assert all(0 < v <= 1 for c in shipped() for v in c.floor_scale.values())
 
 
 def test_an_audit_on_fewer_inputs_than_its_calibration_says_so():
