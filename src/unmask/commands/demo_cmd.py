@@ -32,7 +32,8 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--facade-steps", type=int, default=150)
     p.add_argument("--eval-limit", type=int, default=200, help="dev sentences for the tables")
     p.add_argument("--audit-n", type=int, default=40,
-                   help="dev sentences each model is audited on (default 40: the audit's calibration size)")
+                   help="dev sentences each model is audited on (default 40: the smallest size the audit is "
+                        "calibrated at)")
     p.add_argument("--base-model", default="minilm", help=argparse.SUPPRESS)  # tests: a tiny encoder dir
     add_quiet_argument(p)
     add_json_argument(p, "the demo's results (tables, verdicts, report path)")
