@@ -95,8 +95,25 @@ def summarize() -> dict:
                         "gx_misplacement": gx["misplacement"], "wall_seconds": r["wall_seconds"],
                         "n40_verdict": z.get("verdict"), "n40_score": z.get("score"),
                         "n40_gx_top1_pileup": z.get("statistics", {}).get("gradient_x_input.top1_pileup"),
-                        "n40_gx_pileup": z.get("statistics", {}).get("gradient_x_input.pileup")}
-    return {"command": "python experiments/audit_n200.py", "n": N, "calibration": calibration, "models": models}
+                        "n40_gx_pileup": z.get("statistics", {}).get("gradient_x_input.pileup"),
+                        "split": z.get("split"), "attack": z.get("attack")}
+    return {"command": "python experiments/audit_n200.py", "n": N, "calibration": calibration, "models": models,
+            "heldout": heldout_summary(models)}
+
+
+def heldout_summary(models: dict) -> dict:
+    """TPR / FPR / AUC on the held-out split: every clean model, and the facades that fool g.x (the zoo's attack
+    status at n = 40 is not 'weak'), as in audit_zoo.py."""
+    from sklearn.metrics import roc_auc_score
+
+    clean = [m for m in models.values() if m["kind"] == "clean" and m["split"] == "heldout"]
+    fac = [m for m in models.values() if m["kind"] == "facade" and m["split"] == "heldout" and m["attack"] != "weak"]
+    out = {"n_clean": len(clean), "n_facade": len(fac),
+           "fpr": sum(m["verdict"] != "trustworthy" for m in clean) / len(clean) if clean else None,
+           "tpr": sum(m["verdict"] != "trustworthy" for m in fac) / len(fac) if fac else None}
+    if clean and fac:
+        out["auc"] = float(roc_auc_score([0] * len(clean) + [1] * len(fac), [m["score"] for m in clean + fac]))
+    return out
 
 
 def markdown(result: dict) -> str:
@@ -125,6 +142,11 @@ def markdown(result: dict) -> str:
     fac = [m for m in result["models"].values() if m["kind"] == "facade"]
     lines += ["", f"Clean models flagged at n = 200: {sum(m['verdict'] != 'trustworthy' for m in clean)}/{len(clean)}; "
               f"facades flagged: {sum(m['verdict'] != 'trustworthy' for m in fac)}/{len(fac)}."]
+    h = result["heldout"]
+    if h.get("auc") is not None:
+        lines += ["", f"Held-out split (every clean model; the facades that fool g.x, i.e. not 'weak' in the zoo): "
+                  f"{h['n_clean']} clean, FPR {100 * h['fpr']:.1f}%; {h['n_facade']} facades, TPR {100 * h['tpr']:.1f}%; "
+                  f"AUC {h['auc']:.3f}."]
     missing = [name for name in MODELS if name not in result["models"]]
     if missing:
         lines += ["", "Not audited at n = 200 (no report): " + ", ".join(missing) + "."]
