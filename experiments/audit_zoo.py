@@ -652,6 +652,7 @@ def load_evidence(n: int = EVAL_N) -> dict[str, dict]:
     `report` reruns without the models. Statistics the stored evidence predates are filled in from its raw
     records (``fill_record_statistics``)."""
     import gzip
+    import io
 
     archive = evidence_archive(n)
     files = sorted(evidence_dir(n).glob("*.json"))
@@ -660,7 +661,9 @@ def load_evidence(n: int = EVAL_N) -> dict[str, dict]:
         fill_base_targets(rows, n)
         archive.parent.mkdir(parents=True, exist_ok=True)
         tmp = archive.with_suffix(".tmp")
-        with gzip.open(tmp, "wt") as fh:
+        # mtime 0: the same evidence gives the same bytes, so an unchanged archive is no change to commit
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+                io.TextIOWrapper(gz, encoding="utf-8") as fh:
             for name in sorted(rows):
                 fh.write(json.dumps(rows[name]) + "\n")
         tmp.replace(archive)
