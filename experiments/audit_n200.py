@@ -145,8 +145,8 @@ def markdown(result: dict) -> str:
     h = result["heldout"]
     if h.get("auc") is not None:
         lines += ["", f"Held-out split (every clean model; the facades that fool g.x, i.e. not 'weak' in the zoo): "
-                  f"{h['n_clean']} clean, FPR {100 * h['fpr']:.1f}%; {h['n_facade']} facades, TPR {100 * h['tpr']:.1f}%; "
-                  f"AUC {h['auc']:.3f}."]
+                  f"{h['n_clean']} clean, FPR {100 * h['fpr']:.1f}%; {h['n_facade']} facades, "
+                  f"TPR {100 * h['tpr']:.1f}%; AUC {h['auc']:.3f}."]
     missing = [name for name in MODELS if name not in result["models"]]
     if missing:
         lines += ["", "Not audited at n = 200 (no report): " + ", ".join(missing) + "."]

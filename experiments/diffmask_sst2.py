@@ -283,7 +283,8 @@ def main(argv=None) -> int:
         f"Deviations from the paper for the compute budget: {args.steps} steps of {args.batch_size} "
         f"({args.steps * args.batch_size / len(train_items):.0f} passes over a {len(train_items)}-sentence subset, "
         "about 1/7 of them per layer) instead of 50 epochs over the full training set (whether the gates have "
-        "converged: the convergence table), eps 0.1 (DESIGN.md) instead of 0.5, SST-2 (binary) instead of 5-class SST; one layer "
+        "converged: the convergence table), eps 0.1 (DESIGN.md) instead of 0.5, SST-2 (binary) instead of "
+        "5-class SST; one layer "
         "sampled per step (as in the released code). Gate lr 3e-4 as in the paper: a pilot with 3e-3 collapsed to "
         "masking everything within 6 steps.",
         PAPER_NOTE,

@@ -166,10 +166,13 @@ def test_calibration_floors_follow_the_measured_spread_and_the_audit_picks_by_n(
     from unmask.audit.verdict import run_tests
 
     # a calibration at another size scales its per-input floors by how much the clean spread shrank (never grows)
-    ref = Calibration({"any.pileup": StatCalibration(0.02, 0.02, 56), "any.top1_pileup": StatCalibration(0.05, 0.04, 56),
-                       "any.misplacement": StatCalibration(0.9, 0.05, 56)}, models=["a", "b", "c"], n_inputs=40)
-    big = Calibration({"any.pileup": StatCalibration(0.02, 0.01, 56), "any.top1_pileup": StatCalibration(0.05, 0.03, 56),
-                       "any.misplacement": StatCalibration(0.9, 0.06, 56)}, models=["c", "b", "a"], n_inputs=200)
+    def pooled(pileup_sd: float, top1_sd: float, misplacement_sd: float) -> dict:
+        return {"any.pileup": StatCalibration(0.02, pileup_sd, 56),
+                "any.top1_pileup": StatCalibration(0.05, top1_sd, 56),
+                "any.misplacement": StatCalibration(0.9, misplacement_sd, 56)}
+
+    ref = Calibration(pooled(0.02, 0.04, 0.05), models=["a", "b", "c"], n_inputs=40)
+    big = Calibration(pooled(0.01, 0.03, 0.06), models=["c", "b", "a"], n_inputs=200)
     assert spread_ratios(big, ref) == {"pileup": 0.5, "top1_pileup": 0.75, "misplacement": 1.0}
     with pytest.raises(UnmaskError, match="same clean models"):
         spread_ratios(big, Calibration(ref.stats, models=["a", "b"]))

@@ -13,9 +13,10 @@ statistics, a ``floor_scale``: how much the clean spread actually shrank between
 ``n_inputs`` on the same calibration models (``spread_ratios``; at most 1, so a floor never grows). Measured
 on the zoo's 14 calibration models from 40 to 200 inputs: 0.78 for the top-1 pile-up, 0.90 for the pile-up,
 about 1 for the rest -- far from the 0.45 that sampling noise alone would give (a floor scaled by
-sqrt(40 / n), tried first, flagged a held-out clean model at n = 200). ``Calibration.load`` picks, among the calibrations shipped with the package, the one fitted at the largest n not above the
-audit's (fitting at fewer inputs than audited only makes the audit more conservative; at more inputs it
-would not be, so an audit on fewer inputs than every shipped calibration uses the smallest and says so).
+sqrt(40 / n), tried first, flagged a held-out clean model at n = 200). ``Calibration.load`` picks, among
+the calibrations shipped with the package, the one fitted at the largest n not above the audit's (fitting at
+fewer inputs than audited only makes the audit more conservative; at more inputs it would not be, so an
+audit on fewer inputs than every shipped calibration uses the smallest and says so).
 
 The calibrations shipped with the package were fitted by ``experiments/audit_zoo.py`` on the clean models of
 the zoo's calibration split: ``calibration.json`` at 40 inputs (``report``), ``calibration_n200.json`` at

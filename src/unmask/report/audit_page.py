@@ -66,7 +66,8 @@ share whose most effective token (occlusion) is">top-1 pile-up (class)</th>
 ones (log10 {_fmt(b['magnitude_ratio'])}); first-order correlation miss {_fmt(b['first_order_miss'])};
 structure: {structure}. Random-order AOPC {_fmt(next(iter(b['methods'].values()), {}).get('aopc_random',
 float('nan')))}, occlusion's {_fmt(next(iter(b['methods'].values()), {}).get('aopc_reference', float('nan')))}.
-{b['n_inputs']} inputs, {report.seconds:.0f} s. Calibrated on clean models{_cal_n(report)}: {escape(', '.join(report.calibration.get('models', [])))}.
+{b['n_inputs']} inputs, {report.seconds:.0f} s. Calibrated on clean models{_cal_n(report)}:
+{escape(', '.join(report.calibration.get('models', [])))}.
 {escape(report.calibration.get('note', ''))}</small></p>"""
 
 
