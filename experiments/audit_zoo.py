@@ -399,9 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.stage == "evaluate":
         evaluate(names, args.n, args.reverse)
     elif args.stage == "calibrate":
-        calibrate(args.n)
+        try:
+            calibrate(args.n)
+        except UnmaskError as e:
+            p.error(str(e))
     else:
-        report(args.n, argv)
+        try:
+            report(args.n, argv)
+        except UnmaskError as e:
+            p.error(str(e))
     return 0
 
 
@@ -538,9 +544,12 @@ def report(n: int, argv: list[str] | None) -> None:
     from unmask.audit.verdict import SUSPECT_P, verdicts
     from unmask.io import write_json_atomic, write_text_atomic
 
+    if n != EVAL_N:  # the report (and calibration.json, the default calibration) is the zoo's size
+        raise UnmaskError(f"report runs at the zoo's {EVAL_N} inputs; the calibration at {n} inputs is written by "
+                          f"`calibrate --n {n}`, and experiments/audit_n200.py reports the audit at 200")
     rows = load_evidence(n)
     calib_clean = {k: r["evidence"] for k, r in rows.items() if r["kind"] == "clean" and r["split"] == "calibration"}
-    command = "python experiments/audit_zoo.py report" + (f" --n {n}" if n != EVAL_N else "")
+    command = "python experiments/audit_zoo.py report"
     cal = fit(calib_clean, source=f"experiments/audit_zoo.py (clean calibration models, {n} dev inputs each)",
               n_inputs=n)
     cal.save(Path("src/unmask/audit/calibration.json"))
