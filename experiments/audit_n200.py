@@ -39,27 +39,17 @@ REPORTS = Path("runs/audit200/reports")
 N = 200
 
 
-def out_dir() -> Path:
-    return REPORTS
-
-
-def rescored(report: dict) -> dict:
-    """The report's verdicts recomputed from its evidence with the calibration an audit on N inputs uses now."""
-    from unmask.audit.calibration import Calibration
+def rescored(report: dict, cal) -> dict:
+    """The report's verdicts recomputed from its evidence with the calibration ``cal``."""
     from unmask.audit.verdict import verdicts
 
-    cal = Calibration.load(None, N)
-    evidence = {k: v for k, v in report["evidence"].items() if k != "model_level"}
-    methods, model = verdicts(evidence, cal)
+    methods, model = verdicts(report["evidence"], cal)
     return {"verdict": model["verdict"], "score": model["score"], "p_value": model["p_value"],
-            "method_verdicts": {m: v.verdict for m, v in methods.items()},
-            "calibration": {"n_inputs": cal.n_inputs, "source": cal.source,
-                            "sha256_12": hashlib.sha256(json.dumps(cal.to_dict(), sort_keys=True).encode()
-                                                        ).hexdigest()[:12]}}
+            "method_verdicts": {m: v.verdict for m, v in methods.items()}}
 
 
 def run(names: list[str], threads: int) -> None:
-    out = out_dir()
+    out = REPORTS
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         path = out / f"{name}.json"
@@ -79,14 +69,16 @@ def run(names: list[str], threads: int) -> None:
 
 def summarize() -> dict:
     zoo = {m["name"]: m for m in json.loads((RESULTS / "audit_zoo.json").read_text())["per_model"]}
-    models, calibration = {}, None
+    from unmask.audit.calibration import Calibration
+
+    cal = Calibration.load(None, N)  # the one an audit on N inputs uses now
+    models = {}
     for name in MODELS:
-        path = out_dir() / f"{name}.json"
+        path = REPORTS / f"{name}.json"
         if not path.is_file():
             continue
         r = json.loads(path.read_text())
-        now = rescored(r)
-        calibration = now.pop("calibration")
+        now = rescored(r, cal)
         gx = r["evidence"]["behavior"]["methods"]["gradient_x_input"]
         z = zoo.get(name, {})
         models[name] = {"kind": z.get("kind"), **now,
@@ -97,6 +89,8 @@ def summarize() -> dict:
                         "n40_gx_top1_pileup": z.get("statistics", {}).get("gradient_x_input.top1_pileup"),
                         "n40_gx_pileup": z.get("statistics", {}).get("gradient_x_input.pileup"),
                         "split": z.get("split"), "attack": z.get("attack")}
+    calibration = {"n_inputs": cal.n_inputs, "source": cal.source,
+                   "sha256_12": hashlib.sha256(json.dumps(cal.to_dict(), sort_keys=True).encode()).hexdigest()[:12]}
     return {"command": "python experiments/audit_n200.py", "n": N, "calibration": calibration, "models": models,
             "heldout": heldout_summary(models)}
 
@@ -104,16 +98,11 @@ def summarize() -> dict:
 def heldout_summary(models: dict) -> dict:
     """TPR / FPR / AUC on the held-out split: every clean model, and the facades that fool g.x (the zoo's attack
     status at n = 40 is not 'weak'), as in audit_zoo.py."""
-    from sklearn.metrics import roc_auc_score
+    from audit_zoo import detection_rates
 
-    clean = [m for m in models.values() if m["kind"] == "clean" and m["split"] == "heldout"]
-    fac = [m for m in models.values() if m["kind"] == "facade" and m["split"] == "heldout" and m["attack"] != "weak"]
-    out = {"n_clean": len(clean), "n_facade": len(fac),
-           "fpr": sum(m["verdict"] != "trustworthy" for m in clean) / len(clean) if clean else None,
-           "tpr": sum(m["verdict"] != "trustworthy" for m in fac) / len(fac) if fac else None}
-    if clean and fac:
-        out["auc"] = float(roc_auc_score([0] * len(clean) + [1] * len(fac), [m["score"] for m in clean + fac]))
-    return out
+    held = [{**m, "flagged": m["verdict"] != "trustworthy"} for m in models.values() if m["split"] == "heldout"]
+    return detection_rates([m for m in held if m["kind"] == "clean"],
+                           [m for m in held if m["kind"] == "facade" and m["attack"] != "weak"])
 
 
 def markdown(result: dict) -> str:

@@ -536,9 +536,27 @@ def attack_status(r: dict, base_target: dict) -> str:
     return "working" if (r["agreement_with_f"] or 0.0) >= WORKING_AGREEMENT else "low agreement"
 
 
-def report(n: int, argv: list[str] | None) -> None:
+def detection_rates(clean: list[dict], fac: list[dict], working: list[dict] | None = None) -> dict:
+    """Counts, TPR (also on ``working`` attacks when given), FPR and AUC of audited models, each a dict with
+    ``flagged`` and ``score`` (scores capped at 300 for the AUC)."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
+
+    def rate(models: list[dict]) -> float | None:
+        return float(np.mean([m["flagged"] for m in models])) if models else None
+
+    out = {"n_clean": len(clean), "n_facade": len(fac), "tpr": rate(fac)}
+    if working is not None:
+        out.update(n_working=len(working), tpr_working=rate(working))
+    out["fpr"] = rate(clean)
+    if clean and fac:
+        scores = [min(m["score"], 300.0) for m in clean + fac]
+        out["auc"] = float(roc_auc_score([0] * len(clean) + [1] * len(fac), scores))
+    return out
+
+
+def report(n: int, argv: list[str] | None) -> None:
+    import numpy as np
 
     from unmask.audit.calibration import fire_values, fit, statistics
     from unmask.audit.verdict import SUSPECT_P, verdicts
@@ -595,15 +613,7 @@ def report(n: int, argv: list[str] | None) -> None:
                           *((f"{tag}_heldout", ms) for tag, ms in fresh.items())):
         clean = [m for m in models if m["kind"] == "clean"]
         fac = [m for m in models if m["kind"] == "facade"]
-        working = [m for m in fac if m["attack"] == "working"]
-        stats = {"n_clean": len(clean), "n_facade": len(fac),
-                 "tpr": float(np.mean([m["flagged"] for m in fac])) if fac else None,
-                 "n_working": len(working),
-                 "tpr_working": float(np.mean([m["flagged"] for m in working])) if working else None,
-                 "fpr": float(np.mean([m["flagged"] for m in clean])) if clean else None}
-        if clean and fac:
-            scores = [min(m["score"], 300.0) for m in clean + fac]
-            stats["auc"] = float(roc_auc_score([0] * len(clean) + [1] * len(fac), scores))
+        stats = detection_rates(clean, fac, [m for m in fac if m["attack"] == "working"])
         checks = [c for m in fac for c in m["method_checks"].values()]
         stats["method_verdicts_right"] = (float(np.mean([c["fooled"] == c["flagged"] for c in checks]))
                                           if checks else None)

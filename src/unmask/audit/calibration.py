@@ -125,8 +125,8 @@ def shipped() -> list[Calibration]:
     """Every calibration shipped with the package (``calibration*.json``), by increasing ``n_inputs``."""
     files = [f for f in resources.files("unmask.audit").iterdir()
              if f.name.startswith("calibration") and f.name.endswith(".json")]
-    cals = [Calibration.from_dict(json.loads(f.read_text())) for f in sorted(files, key=lambda f: f.name)]
-    return sorted(cals, key=lambda c: c.n_inputs or REFERENCE_N)
+    return sorted((Calibration.from_dict(json.loads(f.read_text())) for f in files),
+                  key=lambda c: c.n_inputs or REFERENCE_N)
 
 
 def shipped_for(n_inputs: int, cals: list[Calibration] | None = None) -> Calibration:
