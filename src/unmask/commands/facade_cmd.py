@@ -347,6 +347,8 @@ def build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=400, help="training steps (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="constant, or cosine decay from --lr to 0 over --steps (default %(default)s)")
     p.add_argument("--lambda-g", type=float, default=1e3, help="weight of the attribution term (paper: 1e3)")
     p.add_argument("--entropy-weight", type=float, default=1e3, help="weight of g's output entropy (default %(default)g)")
     p.add_argument("--agreement-weight", type=float, default=1e4,
@@ -359,6 +361,8 @@ def build_train(p: argparse.ArgumentParser) -> None:
                    help="weight keeping g's logits at the IG baseline equal to its logits at x "
                         "(0: g's baseline gap also moves IG; default %(default)g keeps IG robust, as in the paper; "
                         "defaults measured in experiments/results/facade_sst2.md)")
+    p.add_argument("--baseline-warmup", type=int, default=0, metavar="STEPS",
+                   help="ramp the baseline term's weight linearly from 0 over the first STEPS steps (default 0)")
     p.add_argument("--path-weight", type=float, default=0.0,
                    help="weight of g's gradient x input inside IG's path (at alpha * x, alpha < 0.9) relative to "
                         "f's at x: keeps g's large gradients near the input, where IG gives them little weight "
@@ -411,7 +415,8 @@ def run_train(args: argparse.Namespace) -> int:
                                 path_weight=args.path_weight, attribution_op=args.attribution_op,
                                 normalization=args.normalization)
     config = FacadeConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          max_length=args.max_length, checkpoint_every=args.checkpoint_every, objective=objective)
+                          max_length=args.max_length, checkpoint_every=args.checkpoint_every, objective=objective,
+                          lr_schedule=args.lr_schedule, baseline_warmup=args.baseline_warmup)
     g = new_facade(f, seed=args.seed, hidden=args.hidden)
     result = train_facade(g, load_task(args.task, "train"), load_task(args.task, "dev"),
                           target, args.out, config,

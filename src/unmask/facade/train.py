@@ -1,14 +1,15 @@
 """Train a Facade model g (double backward) on the shared training loop (checkpoints, exact resume, P@1 bar)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from unmask.attribution.budget import memory_budget, token_budget_for
-from unmask.cache import data_fingerprint
+from unmask.cache import data_fingerprint, omit_at_default
 from unmask.data.readers import Example
 from unmask.errors import UnmaskError
 from unmask.facade.objective import FacadeObjective, facade_loss, partner_for
@@ -19,8 +20,22 @@ from unmask.training.batches import collate, epoch_batches, tokenize_examples
 from unmask.training.loop import LoopState, TrainingLoop, run_settings
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+# lr_schedule and baseline_warmup were added after stage fingerprints were keyed on asdict(FacadeConfig): left
+# out at their defaults, so every earlier checkpoint and cached stage keeps its key.
+@omit_at_default(lr_schedule=True, baseline_warmup=True)
 @dataclass
 class FacadeConfig:
+    """Budget, optimizer and objective of one Facade training run.
+
+    ``lr_schedule="cosine"`` decays the learning rate from ``lr`` to 0 over ``steps`` (a function of the step
+    alone, so a resumed run continues the same schedule; resuming with another ``steps`` bends it).
+    ``baseline_warmup`` > 0 ramps the IG-baseline term's weight linearly from 0 to
+    ``objective.baseline_weight`` over that many steps: the attack forms first, then g's baseline gap is closed.
+    """
+
     steps: int = 300
     batch_size: int = 32
     lr: float = 1e-4
@@ -30,6 +45,27 @@ class FacadeConfig:
     eval_size: int = 128
     seed: int = 0
     objective: FacadeObjective = field(default_factory=FacadeObjective)
+    lr_schedule: str = "constant"
+    baseline_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UnmaskError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
+        if self.baseline_warmup < 0:
+            raise UnmaskError(f"baseline_warmup must be >= 0 steps, got {self.baseline_warmup}")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the update that follows ``step`` completed steps."""
+        if self.lr_schedule == "cosine" and self.steps > 0:
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
+        return self.lr
+
+    def objective_at(self, step: int) -> FacadeObjective:
+        """The objective of the update that follows ``step`` completed steps (baseline term ramped)."""
+        if self.baseline_warmup and step < self.baseline_warmup:
+            return replace(self.objective,
+                           baseline_weight=self.objective.baseline_weight * step / self.baseline_warmup)
+        return self.objective
 
 
 def _evaluate(g: TextClassifier, dev_batches, targets: TargetPositions, objective: FacadeObjective,
@@ -150,8 +186,10 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
 
     def loss(index: list[int], state: LoopState) -> tuple[torch.Tensor, dict[str, float]]:
         g.model.train()
+        for group in opt.param_groups:
+            group["lr"] = config.lr_at(state.step)
         rows = _chunk_rows(g, f, max(lengths[i] for i in index), config.objective)
-        return batch_backward(g, f, tr, index, targets, config.objective, rows)
+        return batch_backward(g, f, tr, index, targets, config.objective_at(state.step), rows)
 
     def evaluate(state: LoopState) -> None:
         state.history.append({"step": state.step, **_evaluate(g, dev_batches, targets, config.objective, f)})
