@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TRAIN_KEYS = {"steps": int, "lr": float, "batch_size": int}
+TRAIN_KEYS = {"steps": int, "lr": float, "batch_size": int, "lr_schedule": str, "baseline_warmup": int}
 
 
 def _number_or_text(value: str) -> float | str:
@@ -49,8 +49,8 @@ def parse_variant(text: str) -> tuple[str, dict]:
         elif key in fields:
             out[key] = _number_or_text(value)
         else:
-            raise SystemExit(f"variant {name}: unknown key {key!r} (steps, lr, batch_size or a FacadeObjective "
-                             f"field: {', '.join(sorted(fields))})")
+            raise SystemExit(f"variant {name}: unknown key {key!r} (steps, lr, batch_size, lr_schedule, "
+                             f"baseline_warmup or a FacadeObjective field: {', '.join(sorted(fields))})")
     return name, out
 
 
