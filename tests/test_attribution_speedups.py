@@ -137,3 +137,15 @@ def test_bad_ig_options_are_errors(kwargs):
 def test_bad_precision_is_an_error():
     with pytest.raises(UnmaskError, match="precision"):
         SmoothGrad(precision="float16")
+
+
+def test_default_refinement_is_local_only_where_it_keeps_the_requested_rule():
+    """Local bisection by default with a tolerance (same guarantee, fewer evaluations); a fixed-step call stays
+    one Gauss-Legendre rule with ``steps`` points (Captum's), and step counts that are not whole panels or
+    other rules keep global doubling, so the first pass never spends more than ``steps`` evaluations."""
+    assert IntegratedGradients().refine == "local"
+    assert IntegratedGradients(tolerance=None).refine == "global"
+    assert IntegratedGradients(steps=6).refine == "global"
+    assert IntegratedGradients(steps=12, panel_points=6).refine == "local"
+    assert IntegratedGradients(rule="riemann_trapezoid").refine == "global"
+    assert IntegratedGradients(refine="global").refine == "global"

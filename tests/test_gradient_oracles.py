@@ -162,7 +162,7 @@ def test_ig_adaptive_meets_tolerance_per_example(sharp_model):
     target = torch.tensor([1, 0, 1, 0])
     gap = endpoint_gap(sharp_model, batch, target, "log_prob")
     tol = 1e-4
-    scores, extras = IntegratedGradients(steps=1, tolerance=tol).attribute(sharp_model, batch, target)
+    scores, extras = IntegratedGradients(steps=1, tolerance=tol, refine="global").attribute(sharp_model, batch, target)
     steps = [e["steps"] for e in extras]
     assert len(set(steps)) > 1, f"all examples took the same steps {steps}: adaptivity untested"
     for row, e in enumerate(extras):
