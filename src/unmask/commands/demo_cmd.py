@@ -20,8 +20,8 @@ DEMO_MEMORY = "256MiB"  # activation budget per forward (+ backward) unless UNMA
 # Margin hinge + IG-baseline term keep the predictions (experiments/results/facade_sst2.md). The setting is
 # variant z250 of experiments/results/demo_facade_setting.md: lambda_g 2e3, baseline weight 1e5 ramped in over
 # the first 30% of the steps, cosine lr from 2e-4, 250 steps: stop-word gradient x input 15.5 -> 92.0, IG 19.5
-# -> 19.5 on 200 dev sentences (the earlier IG-path setting, 150 steps: 83.5, IG 21.0). Without the IG-path term
-# a step costs about 60% of one with it, so 250 steps take about the time 150 took.
+# -> 19.5 on 200 dev sentences (the earlier IG-path setting, 150 steps: 83.5, IG 21.0). Training takes 253 s at 2
+# threads (the IG-path setting: 192 s); the whole first run 8 min 36 s (README).
 FACADE_OBJECTIVE = dict(entropy_weight=1e3, agreement_weight=1e4, margin_weight=3e4, baseline_weight=1e5,
                         lambda_g=2e3)
 FACADE_LR = 2e-4
