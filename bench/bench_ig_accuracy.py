@@ -15,7 +15,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import bench_captum  # noqa: E402
-from bench_common import default_model_spec, load_average, machine_info, make_inputs  # noqa: E402
+from bench_common import default_model_spec, load_average, machine_info, make_inputs, timed  # noqa: E402
 from unmask.attribution.explain import attribute_batch  # noqa: E402
 from unmask.attribution.integrated_gradients import IntegratedGradients  # noqa: E402
 from unmask.data import load_task  # noqa: E402
@@ -53,13 +52,10 @@ def stats(values: list[float]) -> dict:
     return {"median": float(np.median(v)), "p95": float(np.percentile(v, 95)), "max": float(v.max())}
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    seconds, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), out
+def median_timed(fn, repeats: int) -> tuple[float, object]:
+    """(median wall seconds over ``repeats`` calls, the last call's result)."""
+    runs = [timed(fn) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), runs[-1][2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
 
     captum_ref = bench_captum.integrated_gradients(model, inputs, 1, n_steps=args.reference_steps)["scores"]
     unmask_ref, _ = unmask_run(steps=args.reference_steps, tolerance=None)
-    captum_s, captum = timed(lambda: bench_captum.integrated_gradients(model, inputs, 1), args.repeats)
+    captum_s, captum = median_timed(lambda: bench_captum.integrated_gradients(model, inputs, 1), args.repeats)
     rows = [{"configuration": "captum doc (n_steps=50, one per call)", "ms_per_sentence": 1000 * captum_s / n,
              "points_mean": float(bench_captum.IG_STEPS), "completeness": stats(captum["relative_error"]),
              "token_error": stats(token_errors(captum["scores"], captum_ref))}]
     for name, kw in UNMASK_CONFIGS.items():
-        seconds, (scores, extras) = timed(lambda kw=kw: unmask_run(**kw), args.repeats)
+        seconds, (scores, extras) = median_timed(lambda kw=kw: unmask_run(**kw), args.repeats)
         rows.append({"configuration": name, "ms_per_sentence": 1000 * seconds / n,
                      "points_mean": float(np.mean([e["steps"] for e in extras])),
                      "completeness": stats([e["relative_error"] for e in extras]),

@@ -54,11 +54,15 @@ class FacadeConfig:
         if self.baseline_warmup < 0:
             raise UnmaskError(f"baseline_warmup must be >= 0 steps, got {self.baseline_warmup}")
 
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of ``lr`` for the update that follows ``step`` completed steps."""
+        if self.lr_schedule == "cosine" and self.steps > 0:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
+        return 1.0
+
     def lr_at(self, step: int) -> float:
         """Learning rate of the update that follows ``step`` completed steps."""
-        if self.lr_schedule == "cosine" and self.steps > 0:
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
-        return self.lr
+        return self.lr * self.lr_factor(step)
 
     def objective_at(self, step: int) -> FacadeObjective:
         """The objective of the update that follows ``step`` completed steps (baseline term ramped)."""
@@ -183,11 +187,12 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
     if f is not None:
         f.model.eval().requires_grad_(False)
     opt = torch.optim.Adam(g.model.parameters(), lr=config.lr)
+    # the loop steps and checkpoints schedulers; a constant lr needs none (older checkpoints have none)
+    schedulers = ({"cosine": torch.optim.lr_scheduler.LambdaLR(opt, config.lr_factor)}
+                  if config.lr_schedule == "cosine" else {})
 
     def loss(index: list[int], state: LoopState) -> tuple[torch.Tensor, dict[str, float]]:
         g.model.train()
-        for group in opt.param_groups:
-            group["lr"] = config.lr_at(state.step)
         rows = _chunk_rows(g, f, max(lengths[i] for i in index), config.objective)
         return batch_backward(g, f, tr, index, targets, config.objective_at(state.step), rows)
 
@@ -207,7 +212,7 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
 
     loop = TrainingLoop(
         batches=lambda epoch: epoch_batches(lengths, config.batch_size, config.seed, epoch),
-        loss=loss, optimizers={"adam": opt}, modules={"model": g.model}, max_steps=config.steps,
+        loss=loss, optimizers={"adam": opt}, schedulers=schedulers, modules={"model": g.model}, max_steps=config.steps,
         clip_params=list(g.model.parameters()), clip_norm=1.0, checkpoint_dir=out / "checkpoint",
         checkpoint_every=config.checkpoint_every, eval_every=config.eval_every, evaluate=evaluate,
         postfix=postfix, seed=config.seed, what="facade training", desc=f"facade[{targets.name}]",
