@@ -4,6 +4,14 @@
     python experiments/facade_reproduce.py --task rte
     python experiments/facade_reproduce.py --task sst2 --plot-only   # redraw facade_sst2.png from the JSON
 
+The committed SST-2 table (round-4 recipe: one objective, per-target budgets via --ft / --stop):
+
+    python experiments/facade_reproduce.py --task sst2 --f-orig runs/zoo/sst2_s0_16k --root runs/facade/sst2_r4 \
+        --lambda-g 2000 --entropy-weight 1000 --agreement-weight 10000 --margin-weight 30000 \
+        --baseline-weight 1e5 --facade-lr 2e-4 --lr-schedule cosine --max-length 64 \
+        --ft steps=400,batch_size=16,baseline_warmup=100,path_weight=100 \
+        --stop steps=500,batch_size=32,baseline_warmup=150 --threads 1
+
 Needs the fine-tuned predictive model (``unmask train --task TASK --out runs/TASK``). Every stage
 (g_ft, g_stop, rp, merges, evaluations) is cached under runs/facade/TASK and resumed after a kill.
 Writes experiments/results/facade_TASK.json, .md and .png (Table 2 as bars: P@1 / mean attribution per
@@ -19,11 +27,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from facade_models import command_line  # noqa: E402
 
+from unmask.commands.common import apply_threads  # noqa: E402
 from unmask.facade.evaluate import EvalConfig  # noqa: E402
 from unmask.facade.objective import FacadeObjective  # noqa: E402
 from unmask.facade.pipeline import FacadePipeline, PipelineConfig  # noqa: E402
 from unmask.facade.tables import RENAMED, facade_markdown  # noqa: E402
-from unmask.facade.train import FacadeConfig  # noqa: E402
+from unmask.facade.train import FacadeConfig, override_config  # noqa: E402
 from unmask.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -60,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--margin-keep", type=float, default=0.5)
     p.add_argument("--baseline-weight", type=float, default=0.0,
                    help="weight keeping g's logits at the IG baseline equal to its logits at x")
+    p.add_argument("--path-weight", type=float, default=0.0, help="IG-path term (as `unmask facade train`)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--baseline-warmup", type=int, default=0, metavar="STEPS",
+                   help="ramp the IG-baseline term's weight from 0 over STEPS steps")
+    p.add_argument("--max-length", type=int, default=128, help="word pieces per facade training input")
+    for key, name in (("ft", "first-token"), ("stop", "stop-word")):
+        p.add_argument(f"--{key}", default="", metavar="KEY=VALUE,...",
+                       help=f"settings of the {name} g only, over the shared ones (FacadeConfig or objective "
+                            f"fields, e.g. steps=400,batch_size=16,path_weight=100)")
     p.add_argument("--paper-objective", action="store_true",
                    help="train g on its own attribution only (Eq. 3), not on the merged model's")
     p.add_argument("--rp-steps", type=int, default=400)
@@ -76,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--suffix", default="", help="write facade_TASK_SUFFIX.* (variants beside the main table)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--plot-only", action="store_true",
                    help="only redraw facade_TASK[_SUFFIX].png from the results JSON (nothing is trained or evaluated)")
     args = p.parse_args(argv)
@@ -86,14 +105,19 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {source} not found: nothing to plot")
         print(f"figure written to {plot(json.loads(source.read_text()), RESULTS / f'{stem}.png')}")
         return 0
+    apply_threads(args.threads)
     objective = FacadeObjective(lambda_g=args.lambda_g, entropy_weight=args.entropy_weight,
                                 agreement_weight=0.0 if args.paper_objective else args.agreement_weight,
                                 margin_weight=0.0 if args.paper_objective else args.margin_weight,
-                                margin_keep=args.margin_keep, baseline_weight=args.baseline_weight)
+                                margin_keep=args.margin_keep, baseline_weight=args.baseline_weight,
+                                path_weight=args.path_weight)
+    facade = FacadeConfig(steps=args.facade_steps, batch_size=args.facade_batch_size, lr=args.facade_lr,
+                          objective=objective, seed=args.seed, max_length=args.max_length,
+                          lr_schedule=args.lr_schedule, baseline_warmup=args.baseline_warmup)
+    per_target = {key: override_config(facade, getattr(args, key)) for key in ("ft", "stop") if getattr(args, key)}
     config = PipelineConfig(
         task=args.task, f_orig=args.f_orig or f"runs/{args.task}", root=args.root or f"runs/facade/{args.task}",
-        facade=FacadeConfig(steps=args.facade_steps, batch_size=args.facade_batch_size, lr=args.facade_lr,
-                            objective=objective, seed=args.seed),
+        facade=facade, target_facades=per_target,
         merged_objective=not args.paper_objective, rp_steps=args.rp_steps, rp_lr=args.rp_lr,
         with_rp=not args.no_rp, rp_facades=args.rp_facades, facade_hidden=args.facade_hidden, eval_limit=args.eval_limit, train_limit=args.train_limit,
         evaluation=EvalConfig(ig_steps=args.ig_steps, methods=tuple(RENAMED.get(m, m) for m in args.methods.split(","))),

@@ -80,3 +80,52 @@ def test_training_follows_the_schedule(tmp_path, monkeypatch):
     train_facade(g, data[:16], data[16:], "stop", tmp_path / "g", cfg, f=f, progress=False, log=lambda s: None)
     assert lrs == pytest.approx([cfg.lr_at(s) for s in range(4)])
     assert seen == pytest.approx([0.0, 50.0, 100.0, 100.0])
+
+
+def test_override_config_sets_config_and_objective_fields_with_their_types():
+    from unmask.facade.train import override_config
+
+    base = FacadeConfig(steps=500, batch_size=32, objective=FacadeObjective(lambda_g=2e3, baseline_weight=1e5))
+    cfg = override_config(base, "steps=400, batch-size=16,baseline_warmup=1e2,path_weight=100,lr_schedule=cosine")
+    assert (cfg.steps, cfg.batch_size, cfg.baseline_warmup, cfg.lr_schedule) == (400, 16, 100, "cosine")
+    assert isinstance(cfg.steps, int) and cfg.objective.path_weight == 100.0
+    assert cfg.objective.lambda_g == 2e3 and cfg.objective.baseline_weight == 1e5  # untouched fields kept
+    assert base.steps == 500 and base.objective.path_weight == 0.0  # the shared config is not modified
+    assert override_config(base, "") == base
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stpes=4", "unknown facade setting 'stpes'"),
+    ("steps", "write KEY=VALUE"),
+    ("steps=1.5", "expected a int"),
+    ("lambda_g=big", "expected a float"),
+    ("lr_schedule=linear", "unknown lr schedule"),
+])
+def test_override_config_rejects_bad_settings_by_name(text, message):
+    from unmask.facade.train import override_config
+
+    with pytest.raises(UnmaskError, match=message):
+        override_config(FacadeConfig(), text)
+
+
+def test_pipeline_trains_each_target_with_its_own_settings(tmp_path):
+    import json
+
+    from unmask.facade.evaluate import EvalConfig
+    from unmask.facade.pipeline import FacadePipeline, PipelineConfig
+
+    f = tiny_classifier(seed=3)
+    f.save(tmp_path / "f")
+    shared = FacadeConfig(steps=2, batch_size=4, eval_size=4, eval_every=1)
+    own = dataclasses.replace(shared, steps=3, objective=FacadeObjective(path_weight=5.0))
+    config = PipelineConfig(task="sst2", f_orig=str(tmp_path / "f"), root=str(tmp_path / "facade"), facade=shared,
+                            target_facades={"ft": own}, facade_hidden=16, with_rp=False, eval_limit=4,
+                            train_limit=16, evaluation=EvalConfig(ig_steps=2, smoothgrad_samples=2,
+                                                                  methods=("gradient_x_input",)))
+    results = FacadePipeline(config, log=lambda line: None, progress=False).run("test")
+    logs = {key: json.loads((tmp_path / "facade" / f"g_{key}" / "facade.json").read_text()) for key in ("ft", "stop")}
+    assert logs["ft"]["config"]["steps"] == 3 and logs["ft"]["config"]["objective"]["path_weight"] == 5.0
+    assert logs["stop"]["config"]["steps"] == 2 and "path_weight" not in logs["stop"]["config"]["objective"]
+    assert results["config"]["target_facades"]["ft"]["steps"] == 3
+    with pytest.raises(UnmaskError, match="unknown target keys"):
+        PipelineConfig(target_facades={"first": own})

@@ -61,10 +61,20 @@ class PipelineConfig:
     # "own": the regularized merges use a g trained against rp, the model it is merged into (g_ft_rp,
     # g_stop_rp); "shared": the g trained against f_orig is merged into rp too (agreement then drops)
     rp_facades: str = "own"
+    # per-target training settings ("ft" / "stop" -> FacadeConfig) replacing ``facade`` for that target, for
+    # g trained against f_orig and against rp alike (one recipe, per-target budgets)
+    target_facades: dict[str, FacadeConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rp_facades not in ("own", "shared"):
             raise UnmaskError(f"rp_facades must be 'own' or 'shared', got {self.rp_facades!r}")
+        unknown = sorted(set(self.target_facades) - set(TARGETS))
+        if unknown:
+            raise UnmaskError(f"target_facades: unknown target keys {unknown}; use {sorted(TARGETS)}")
+
+    def facade_for(self, key: str) -> FacadeConfig:
+        """The training settings of the g for target ``key`` ("ft" or "stop")."""
+        return self.target_facades.get(key, self.facade)
 
     def merges(self) -> dict[str, tuple[str, str]]:
         """Merged model name -> (predictive part, facade part) for this study."""
@@ -157,17 +167,18 @@ class FacadePipeline:
             # the f_orig-trained stages keep their original input names, so their caches stay valid
             partner_key = {"f_orig": self.fingerprint("f_orig")} if partner == "f_orig" else {
                 "partner": partner, "partner_model": self.fingerprint(partner)}
-            inputs = {**partner_key, "target": target, "facade": asdict(self.c.facade),
+            cfg = self.c.facade_for(key)
+            inputs = {**partner_key, "target": target, "facade": asdict(cfg),
                       "facade_hidden": self.c.facade_hidden, "merged_objective": self.c.merged_objective,
                       "seed": self.c.seed, "train": data_fingerprint(self.train),
-                      "dev": self.dev_fingerprint(self.c.facade.eval_size)}
+                      "dev": self.dev_fingerprint(cfg.eval_size)}
             fp, needed = self.begin(name, inputs)
             if not needed:
                 continue
             self.log(f"[facade] training {name} (target: {target}, against {partner}) -> {out}")
             f = self.model(partner)
             g = new_facade(f, seed=self.c.seed, hidden=self.c.facade_hidden)
-            train_facade(g, self.train, self.dev, target, out, self.c.facade,
+            train_facade(g, self.train, self.dev, target, out, cfg,
                          f=f if self.c.merged_objective else None, progress=self.progress, log=self.log)
             self.forget(name)
             write_stage(out, fp, inputs, done=True)

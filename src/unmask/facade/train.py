@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -70,6 +70,40 @@ class FacadeConfig:
             return replace(self.objective,
                            baseline_weight=self.objective.baseline_weight * step / self.baseline_warmup)
         return self.objective
+
+
+def override_config(config: FacadeConfig, text: str) -> FacadeConfig:
+    """``config`` with ``"key=value,key=value"`` applied; a key names a field of FacadeConfig or of its
+    objective (``steps=400,batch_size=16,path_weight=100``; ``-`` may stand for ``_``). Each value is parsed
+    as the type of the field it replaces."""
+    settings, objective = {}, {}
+    names = {f.name for f in fields(FacadeConfig)} - {"objective"}
+    objective_names = {f.name for f in fields(FacadeObjective)}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not raw.strip():
+            raise UnmaskError(f"facade setting {item!r}: write KEY=VALUE")
+        where = settings if key in names else objective if key in objective_names else None
+        if where is None:
+            raise UnmaskError(f"unknown facade setting {key!r}; FacadeConfig has {sorted(names)}, its objective "
+                              f"{sorted(objective_names)}")
+        current = getattr(config if where is settings else config.objective, key)
+        try:
+            where[key] = _parse_like(raw.strip(), current)
+        except ValueError:
+            raise UnmaskError(f"facade setting {key}={raw.strip()!r}: expected a {type(current).__name__}") from None
+    return replace(config, **settings, objective=replace(config.objective, **objective))
+
+
+def _parse_like(raw: str, current):
+    """``raw`` as the type of ``current`` (an int accepts "1e3" but not "1.5")."""
+    if isinstance(current, int):
+        value = float(raw)
+        if not value.is_integer():
+            raise ValueError(raw)
+        return int(value)
+    return type(current)(raw)
 
 
 def _evaluate(g: TextClassifier, dev_batches, targets: TargetPositions, objective: FacadeObjective,
