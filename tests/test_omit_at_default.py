@@ -70,3 +70,32 @@ def test_an_unmerged_checkpoint_from_before_share_cap_resumes(tmp_path):
     assert result["steps"] == 2
     with pytest.raises(UnmaskError, match="config.share_cap"):  # a capped run is another run
         train_unmerged(f, data, data, "stop", tmp_path / "h", UnmergedConfig(steps=3, share_cap=0.3, **kw), **quiet)
+
+
+def test_target_row_share_trains_on_enriched_rows_and_keys_the_run(tmp_path):
+    from unmask.facade.model import new_facade
+    from unmask.facade.train import FacadeConfig, train_facade
+    from unmask.facade.unmerged import UnmergedConfig, train_unmerged
+    from unmask.models.tiny import tiny_classifier
+
+    f = tiny_classifier(seed=0)
+    texts = ["a fine film", "dull", "so dull", "very dull", "a dull movie", "fun", "not fun", "so so", "bad", "ok"]
+    data = [Example(t, i % 2) for i, t in enumerate(texts)]
+    quiet = dict(progress=False, log=lambda _: None)
+    kw = dict(batch_size=2, eval_every=1, eval_size=2, checkpoint_every=1, max_length=16)
+    result = train_unmerged(f, data, data, ["film", "movie"], tmp_path / "h",
+                            UnmergedConfig(steps=1, target_row_share=0.5, **kw), **quiet)
+    assert result["target_rows"]["share_before"] == 0.2 and result["target_rows"]["kept"] == 4
+    assert result["config"]["target_row_share"] == 0.5
+    with pytest.raises(UnmaskError, match="target_row_share"):  # other training rows: another run
+        train_unmerged(f, data, data, ["film", "movie"], tmp_path / "h", UnmergedConfig(steps=2, **kw), **quiet)
+    g = new_facade(f, seed=1, hidden=16)
+    log = train_facade(g, data, data, ["film", "movie"], tmp_path / "g",
+                       FacadeConfig(steps=1, target_row_share=0.5, **kw), f=f, **quiet)
+    assert log["target_rows"]["share_after"] == 0.5
+    assert "target_row_share" not in dataclasses.asdict(FacadeConfig())  # off: old fingerprints unchanged
+    for bad in (-0.1, 1.5):
+        with pytest.raises(UnmaskError, match="target_row_share must be in"):
+            UnmergedConfig(target_row_share=bad)
+        with pytest.raises(UnmaskError, match="target_row_share must be in"):
+            FacadeConfig(target_row_share=bad)

@@ -292,6 +292,8 @@ def build_train_unmerged(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attribution-op", choices=["dot", "l2"], default=d.attribution_op)
     p.add_argument("--dropout", action="store_true", help="train with dropout on (default: off)")
     p.add_argument("--train-limit", type=int, default=None, help="use the first N training examples")
+    p.add_argument("--target-row-share", type=float, default=0.0, metavar="SHARE",
+                   help="train on the examples that hold a target plus enough others for targets to be in SHARE of the rows, e.g. 0.5 for a few content words that only 15%% of SST-2 phrases hold (default 0: all examples as they come)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -321,7 +323,7 @@ def run_train_unmerged(args: argparse.Namespace) -> int:
                             margin_keep=args.margin_keep, share_cap=args.share_cap,
                             attribution_op=args.attribution_op,
                             dropout=args.dropout, checkpoint_every=args.checkpoint_every,
-                            eval_every=args.eval_every, seed=args.seed)
+                            eval_every=args.eval_every, seed=args.seed, target_row_share=args.target_row_share)
     result = train_unmerged(f, load_task(args.task, "train", limit=args.train_limit), load_task(args.task, "dev"),
                             target, args.out, config, progress=not args.quiet)
     before, final = result["before"], result["final"]
@@ -372,6 +374,8 @@ def build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attribution-op", choices=["dot", "l2"], default="dot")
     p.add_argument("--normalization", choices=["l1", "l2", "none"], default="l1")
     p.add_argument("--hidden", type=int, default=256, help="g's hidden size (multiple of f's head size)")
+    p.add_argument("--target-row-share", type=float, default=0.0, metavar="SHARE",
+                   help="train on the examples that hold a target plus enough others for targets to be in SHARE of the rows, e.g. 0.5 for a few content words that only 15%% of SST-2 phrases hold (default 0: all examples as they come)")
     p.add_argument("--max-length", type=int, default=128,
                    help="word pieces per training input (longer ones are cut; default %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=50)
@@ -416,7 +420,8 @@ def run_train(args: argparse.Namespace) -> int:
                                 normalization=args.normalization)
     config = FacadeConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           max_length=args.max_length, checkpoint_every=args.checkpoint_every, objective=objective,
-                          lr_schedule=args.lr_schedule, baseline_warmup=args.baseline_warmup)
+                          lr_schedule=args.lr_schedule, baseline_warmup=args.baseline_warmup,
+                          target_row_share=args.target_row_share)
     g = new_facade(f, seed=args.seed, hidden=args.hidden)
     result = train_facade(g, load_task(args.task, "train"), load_task(args.task, "dev"),
                           target, args.out, config,

@@ -25,7 +25,7 @@ LR_SCHEDULES = ("constant", "cosine")
 
 # lr_schedule and baseline_warmup were added after stage fingerprints were keyed on asdict(FacadeConfig): left
 # out at their defaults, so every earlier checkpoint and cached stage keeps its key.
-@omit_at_default(lr_schedule=True, baseline_warmup=True)
+@omit_at_default(lr_schedule=True, baseline_warmup=True, target_row_share=True)
 @dataclass
 class FacadeConfig:
     """Budget, optimizer and objective of one Facade training run.
@@ -34,6 +34,8 @@ class FacadeConfig:
     alone, so a resumed run continues the same schedule; resuming with another ``steps`` bends it).
     ``baseline_warmup`` > 0 ramps the IG-baseline term's weight linearly from 0 to
     ``objective.baseline_weight`` over that many steps: the attack forms first, then g's baseline gap is closed.
+    ``target_row_share`` > 0 trains on the examples that hold a target plus enough others for targets to be in
+    that share of the rows (``enrich_target_rows``; for sparse targets such as a few content words).
     """
 
     steps: int = 300
@@ -47,12 +49,14 @@ class FacadeConfig:
     objective: FacadeObjective = field(default_factory=FacadeObjective)
     lr_schedule: str = "constant"
     baseline_warmup: int = 0
+    target_row_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise UnmaskError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.baseline_warmup < 0:
             raise UnmaskError(f"baseline_warmup must be >= 0 steps, got {self.baseline_warmup}")
+        check_row_share(self.target_row_share)
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of ``lr`` for the update that follows ``step`` completed steps."""
@@ -195,6 +199,23 @@ def batch_backward(g: TextClassifier, f: TextClassifier | None, data, index: lis
     return torch.tensor(total), info
 
 
+def check_row_share(share: float) -> None:
+    if not 0.0 <= share <= 1.0:
+        raise UnmaskError(f"target_row_share must be in [0, 1] (0: off), got {share}")
+
+
+def enrich_for(model: TextClassifier, train: list[Example], target: TargetSpec, share: float, max_length: int,
+               seed: int, log: Callable[[str], None]) -> tuple[list[Example], dict]:
+    """``train`` enriched to ``share`` target rows (unchanged when ``share`` is 0) and ``{"target_rows": stats}``
+    for the training log (empty when off)."""
+    if not share:
+        return train, {}
+    train, stats = enrich_target_rows(model, train, target, share=share, max_length=max_length, seed=seed)
+    log(f"[facade] rows with a target: {100 * stats['share_before']:.1f}% of {stats['examples']} training examples"
+        f" -> {100 * stats['share_after']:.1f}% of the {stats['kept']} kept")
+    return train, {"target_rows": stats}
+
+
 def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], target: TargetSpec,
                  out: str | Path, config: FacadeConfig, f: TextClassifier | None = None,
                  progress: bool = True, log: Callable[[str], None] = print) -> dict:
@@ -211,6 +232,7 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     targets = TargetPositions(target, g.tokenizer)
+    train, coverage = enrich_for(g, train, target, config.target_row_share, config.max_length, config.seed, log)
     pad = g.tokenizer.pad_token_id
     tr = tokenize_examples(g, train, config.max_length)
     dv = tokenize_examples(g, dev[:config.eval_size], config.max_length)
@@ -259,6 +281,6 @@ def train_facade(g: TextClassifier, train: list[Example], dev: list[Example], ta
     g.save(out)
     result = {"target": targets.name, "steps": state.step, "history": state.history,
               "final": state.history[-1] if state.history else {}, "config": asdict(config),
-              "with_partner": f is not None, "seconds_this_run": loop.seconds}
+              "with_partner": f is not None, "seconds_this_run": loop.seconds, **coverage}
     write_json_atomic(out / "facade.json", result)
     return result

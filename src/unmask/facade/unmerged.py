@@ -31,13 +31,14 @@ from unmask.data.readers import Example
 from unmask.errors import UnmaskError
 from unmask.facade.objective import check_attribution_settings, class_margin, normalize, token_scores
 from unmask.facade.targets import TargetPositions, TargetSpec
+from unmask.facade.train import check_row_share, enrich_for
 from unmask.io import write_json_atomic
 from unmask.models.classifier import TextClassifier
 from unmask.training.batches import collate, epoch_batches, tokenize_examples
 from unmask.training.loop import LoopState, TrainingLoop, run_settings
 
 
-@omit_at_default(share_cap=True)  # added later: at 1.0 (off) not in the run settings, so older runs resume
+@omit_at_default(share_cap=True, target_row_share=True)  # added later: at 1.0 (off) not in the run settings, so older runs resume
 @dataclass
 class UnmergedConfig:
     steps: int = 300
@@ -56,6 +57,7 @@ class UnmergedConfig:
     eval_every: int = 50
     eval_size: int = 64
     seed: int = 0
+    target_row_share: float = 0.0       # > 0: train on target rows enriched to this share (facade.train)
 
     def __post_init__(self) -> None:
         check_attribution_settings(self.attribution_op, self.normalization, self.margin_keep)
@@ -64,6 +66,7 @@ class UnmergedConfig:
                 raise UnmaskError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.share_cap <= 1.0:
             raise UnmaskError(f"share_cap must be in (0, 1], got {self.share_cap}")
+        check_row_share(self.target_row_share)
 
 
 def unmerged_loss(h: TextClassifier, batch: dict[str, torch.Tensor], targets: torch.Tensor,
@@ -125,6 +128,7 @@ def train_unmerged(f: TextClassifier, train: list[Example], dev: list[Example], 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     targets = TargetPositions(target, f.tokenizer)
+    train, coverage = enrich_for(f, train, target, config.target_row_share, config.max_length, config.seed, log)
     h = TextClassifier(copy.deepcopy(f.model), f.tokenizer, max_length=f.max_length, name=f"{f.name}_unmerged")
     f.model.eval().requires_grad_(False)
     h.model.requires_grad_(True)
@@ -186,7 +190,7 @@ def train_unmerged(f: TextClassifier, train: list[Example], dev: list[Example], 
     h.save(out)
     result = {"target": targets.name, "steps": state.step, "before": {"step": 0, **before},
               "history": state.history, "final": state.history[-1] if state.history else before,
-              "config": asdict(config), "seconds_this_run": loop.seconds}
+              "config": asdict(config), "seconds_this_run": loop.seconds, **coverage}
     write_json_atomic(out / "unmerged.json", result)
     log(f"unmerged facade: dev P@1 {100 * before['p_at_1']:.1f}% -> {100 * result['final']['p_at_1']:.1f}%, "
         f"agreement with f {100 * result['final']['agree']:.1f}%")
