@@ -312,7 +312,7 @@ def test_pipeline_resumes_from_cache_and_keeps_one_cache_per_setting(tmp_path):
         return results, [line for line in logs if "evaluating" in line]
 
     first, evaluated = run(("gradient_x_input",))
-    assert len(evaluated) == 3 and first["max_logit_diff"]["ft"] < 1e-4
+    assert len(evaluated) == 3 and first["max_logit_diff"]["ft"] < 1e-4 and first["eval_n"] == 5
     assert set(first["saliency"]["ft"]["merged"]) == {"gradient_x_input"}
     again, evaluated = run(("gradient_x_input",))
     assert evaluated == [] and again["saliency"] == first["saliency"]

@@ -271,15 +271,16 @@ class FacadePipeline:
             self.train_facades(partner="rp")
         checks = self.merge_all()
         evals = self.evaluate_all()
-        return assemble(self.c, command, checks, evals)
+        return assemble(self.c, command, checks, evals, eval_n=len(self.dev))
 
 
-def assemble(config: PipelineConfig, command: str, checks: dict[str, dict], evals: dict[str, dict]) -> dict:
-    """The committed results shape (percentages 0-100), plus diagnostics."""
+def assemble(config: PipelineConfig, command: str, checks: dict[str, dict], evals: dict[str, dict],
+             eval_n: int | None = None) -> dict:
+    """The committed results shape (percentages 0-100), plus diagnostics; ``eval_n``: dev examples evaluated."""
     acc = {name: evals[name]["accuracy"] for name in evals}
     merges = config.merges()
     out = {
-        "task": config.task, "command": command,
+        "task": config.task, "command": command, "eval_n": eval_n,
         "accuracy": acc,
         "agreement": {k.removeprefix("merged_"): evals[k]["agreement"] for k in merges if k in evals},
         "agreement_with_partner": {k.removeprefix("merged_"): evals[k]["agreement_with_partner"]

@@ -53,7 +53,7 @@ def facade_markdown(results: dict) -> str:
     n = cfg.get("eval_limit") or "all"
     ig = cfg.get("evaluation", {}).get("ig_steps")
     computed = [RENAMED.get(m, m) for m in cfg.get("evaluation", {}).get("methods", METHODS)]
-    scope = f"the first {n}" if n != "all" else "all"
+    scope = f"the first {n}" if n != "all" else "all" + (f" {results['eval_n']}" if results.get("eval_n") else "")
     lines = [f"# Facade reproduction on {task.upper()}", "", f"Command: `{results['command']}`", "",
              f"Evaluated on {scope} dev examples; "
              + (f"IG with {ig} Gauss-Legendre steps (zero word-embedding baseline); " if "integrated_gradients"

@@ -1,0 +1,207 @@
+"""Content-word facades against the audit: built after every calibration, audited with the shipped one.
+
+The audit's class tests (pile-up, top-1 pile-up) look at positions, stop words, punctuation and the 20 most
+frequent words of the audited inputs; a facade on a set of content words is outside every class. This script
+audits such facades (built with the commands in its docstring of results) on N dev inputs, reports the
+verdicts, the attack's strength on the inputs that hold a target, and one candidate statistic that is not part
+of the audit: the share of inputs whose top token lands on a word type that is the method's top token at least
+``--min-excess`` more times than it is occlusion's ("repeated-word top-1 excess"), next to its values on the
+committed clean calibration models (experiments/results/audit_zoo_n200_evidence.jsonl.gz).
+
+    python experiments/audit_wordset.py --f artifacts/demo/f_orig --target WORDS \
+        --model unmerged=runs/words/unmerged --model merged=runs/words/merged --n 200 --threads 1
+
+Writes experiments/results/audit_wordset.json and .md; per-input records of each audited model go to
+runs/words/records-NAME.json.gz (not committed).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import gzip
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from facade_models import command_line  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+CLEAN_EVIDENCE = RESULTS / "audit_zoo_n200_evidence.jsonl.gz"
+METHODS = ("gradient", "gradient_x_input", "smoothgrad", "integrated_gradients")
+
+
+def _parse(v):
+    return ast.literal_eval(v) if isinstance(v, str) else v
+
+
+def _top(scores, sequence_ids) -> int | None:
+    a = np.abs(np.asarray(scores, dtype=float))
+    keep = np.array([s is not None for s in sequence_ids])
+    if keep.sum() < 2 or not np.isfinite(a[keep]).all() or a[keep].max() <= 0:
+        return None
+    return int(np.argmax(np.where(keep, a, -np.inf)))
+
+
+def _word(rec: dict, i: int) -> str:
+    return rec["words"][rec["sequence_ids"][i]][rec["word_ids"][i]].lower()
+
+
+def repeated_word_excess(records: list[dict], method: str, min_excess: int = 3,
+                         reference: str = "leave_one_out") -> tuple[float, list[tuple[str, int]]]:
+    """(share of inputs, [(word, excess), ...]): inputs whose ``method`` top token is on a word type that is the
+    method's top token at least ``min_excess`` times more often than occlusion's."""
+    on_method, on_reference, n = Counter(), Counter(), 0
+    for rec in records:
+        rec = {k: _parse(v) for k, v in rec.items()}
+        tm = _top(rec["scores"][method], rec["sequence_ids"])
+        tr = _top(rec["scores"][reference], rec["sequence_ids"])
+        if tm is None or tr is None:
+            continue
+        n += 1
+        on_method[_word(rec, tm)] += 1
+        on_reference[_word(rec, tr)] += 1
+    excess = {w: on_method[w] - on_reference[w] for w in on_method if on_method[w] - on_reference[w] >= min_excess}
+    return (sum(excess.values()) / n if n else float("nan"),
+            sorted(excess.items(), key=lambda kv: (-kv[1], kv[0]))[:8])
+
+
+def target_p1(records: list[dict], method: str, words: set[str]) -> tuple[float, int]:
+    """(P@1 on the inputs holding a target word, number of such inputs): top token's word in ``words``."""
+    hits, held = 0, 0
+    for rec in records:
+        rec = {k: _parse(v) for k, v in rec.items()}
+        present = {w.lower() for ws in rec["words"] for w in ws}
+        if not present & words:
+            continue
+        held += 1
+        t = _top(rec["scores"][method], rec["sequence_ids"])
+        hits += int(t is not None and _word(rec, t) in words)
+    return (100.0 * hits / held if held else float("nan")), held
+
+
+def audit_one(name: str, path: str, n: int, f_dir: str) -> dict:
+    from audit_zoo import agreement, compact_records
+
+    from unmask.attribution.explain import predict_batch
+    from unmask.audit import structural
+    from unmask.audit.behavior import behavioral_evidence
+    from unmask.audit.calibration import Calibration
+    from unmask.audit.verdict import SUSPECT_P, verdicts
+    from unmask.data import load_task
+    from unmask.models import load_model
+
+    model, f = load_model(path), load_model(f_dir)
+    dev = load_task("sst2", "dev")
+    texts = [e.text for e in dev[:n]]
+    t0 = time.time()
+    records: dict = {}
+    evidence = {"behavior": behavioral_evidence(model, texts, None, records_out=records).to_dict(),
+                "structure": structural(model)}
+    seconds = time.time() - t0
+    cal = Calibration.load(None, n)
+    per_method, model_level = verdicts(evidence, cal)
+    all_texts = [e.text for e in dev]
+    pred = predict_batch(model, model.encode(all_texts, None)).argmax(-1).tolist()
+    return {"name": name, "path": path, "verdict": model_level["verdict"], "score": model_level["score"],
+            "p_value": model_level["p_value"], "method_verdicts": {k: v.verdict for k, v in per_method.items()},
+            "fired": sorted({t.key for v in per_method.values() for t in v.tests
+                             if t.p * model_level["tests_pooled"] < SUSPECT_P}
+                            | {t["key"] for t in model_level["structural_tests"]
+                               if t["p"] * model_level["tests_pooled"] < SUSPECT_P}),
+            "p_behavior": model_level["p_behavior"], "p_structure": model_level["p_structure"],
+            "structure_coupling": evidence["structure"].get("coupling"),
+            "accuracy": 100.0 * float(np.mean([p == e.label for p, e in zip(pred, dev)])),
+            "agreement_with_f": None if path == f_dir else 100.0 * agreement(model, f, all_texts, None),
+            "audit_seconds": round(seconds, 1), "calibration": {"n_inputs": cal.n_inputs, "source": cal.source},
+            "records": compact_records(records)}
+
+
+def clean_null(min_excess: int) -> dict[str, dict[str, float]]:
+    out = {}
+    for line in gzip.open(CLEAN_EVIDENCE, "rt"):
+        row = json.loads(line)
+        out[row["name"]] = {m: repeated_word_excess(row["records"], m, min_excess)[0] for m in METHODS}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--f", required=True, help="the predictive model the facades were built for")
+    p.add_argument("--target", required=True, help="comma-separated target words")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="a facade to audit")
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--min-excess", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--build-command", action="append", default=[], help="recorded in the results")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    words = {w.strip().lower() for w in args.target.split(",") if w.strip()}
+    models = [("f", args.f)] + [tuple(m.split("=", 1)) for m in args.model]
+    runs = Path("runs/words")
+    runs.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, path in models:
+        cache = runs / f"audit-{name}-n{args.n}.json.gz"
+        if cache.is_file() and json.loads(gzip.open(cache, "rt").read())["path"] == path:
+            row = json.loads(gzip.open(cache, "rt").read())
+        else:
+            print(f"[wordset] auditing {name} ({path}) on {args.n} inputs", flush=True)
+            row = audit_one(name, path, args.n, args.f)
+            with gzip.open(cache, "wt") as fh:
+                fh.write(json.dumps(row))
+        row["target_p1"] = {m: target_p1(row["records"], m, words) for m in ("leave_one_out",) + METHODS}
+        row["repeated_word_excess"] = {m: repeated_word_excess(row["records"], m, args.min_excess)
+                                       for m in METHODS}
+        rows.append(row)
+    null = clean_null(args.min_excess)
+    result = {"command": command_line("audit_wordset.py", argv), "build_commands": args.build_command,
+              "n": args.n, "target": sorted(words), "min_excess": args.min_excess,
+              "models": [{k: v for k, v in r.items() if k != "records"} for r in rows],
+              "clean_calibration_models_repeated_word_excess": null}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "audit_wordset.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / "audit_wordset.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    lines = ["# Content-word facades against the audit", "", f"Command: `{r['command']}`", ""]
+    lines += [f"Built with: `{c}`" for c in r["build_commands"]] + [""]
+    lines += [f"Target words: {', '.join(r['target'])}. {r['n']} SST-2 dev inputs audited per model with the shipped "
+              "calibration (nothing refitted). P@1 is over the inputs that hold a target word (their count in "
+              "brackets); agreement is with f on all 872 dev sentences.", "",
+              "| model | verdict (score) | gradient / g.x / SG / IG | tests fired | structure coupling | accuracy | "
+              "agreement | LOO / g.x / SG / IG P@1 on target inputs | repeated-word excess g.x / SG | audit s |",
+              "|---|---|---|---|---:|---:|---:|---|---|---:|"]
+    for m in r["models"]:
+        p1 = m["target_p1"]
+        held = p1["gradient_x_input"][1]
+        ex = m["repeated_word_excess"]
+        lines.append(
+            f"| {m['name']} | {m['verdict']} ({m['score']:.1f}) | "
+            + " / ".join(m["method_verdicts"].get(k, "-")[:5] for k in METHODS)
+            + f" | {', '.join(m['fired']) or 'none'} | {m['structure_coupling'] if m['structure_coupling'] is None else round(m['structure_coupling'], 3)} | "
+            f"{m['accuracy']:.1f} | {'-' if m['agreement_with_f'] is None else round(m['agreement_with_f'], 1)} | "
+            + " / ".join(f"{p1[k][0]:.1f}" for k in ("leave_one_out", "gradient_x_input", "smoothgrad",
+                                                      "integrated_gradients"))
+            + f" ({held}) | {ex['gradient_x_input'][0]:.3f} / {ex['smoothgrad'][0]:.3f} "
+            f"({', '.join(f'{w} {c}' for w, c in ex['gradient_x_input'][1][:5])}) | {m['audit_seconds']:.0f} |")
+    null = r["clean_calibration_models_repeated_word_excess"]
+    gx = sorted(v["gradient_x_input"] for v in null.values())
+    lines += ["", f"Repeated-word excess (min excess {r['min_excess']}) of gradient x input on the 14 clean calibration "
+              f"models at 200 inputs (committed records): median {np.median(gx):.3f}, max {max(gx):.3f} "
+              f"({max(null, key=lambda k: null[k]['gradient_x_input'])}); all: "
+              + ", ".join(f"{k} {v['gradient_x_input']:.3f}" for k, v in sorted(null.items())) + "."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
