@@ -11,6 +11,18 @@ committed clean calibration models (experiments/results/audit_zoo_n200_evidence.
     python experiments/audit_wordset.py --f artifacts/demo/f_orig --target WORDS \
         --model unmerged=runs/words/unmerged --model merged=runs/words/merged --n 200 --threads 1
 
+Development and held-out facades (specified 2026-12-08 before the held-out ones were built, after the
+``content_top1`` test and its calibration were committed; the development facade ``unmerged`` was built and
+audited first and evaded every test then in the audit):
+
+- development: ``unmerged`` = ``unmask facade train-unmerged`` from the demo's f_orig, target the zoo's topic
+  words (film, movie, story, comedy, characters, director, world, work, action, drama, performances, screen),
+  300 steps, lambda_g 3, distillation 30, ``--target-row-share 0.5``, seed 0;
+- held out: ``unmerged_heldout`` = the same recipe with other words (performance, plot, script, cast, actors,
+  music, ending, scenes, audience, hollywood, picture, dialogue) and seed 1; ``merged_heldout`` = a g for those
+  words (``unmask facade train --target-row-share 0.5``, 150 steps of 16, lambda_g 3e3) merged into f_orig
+  with ``--permute 1 --noise 1e-3``.
+
 Writes experiments/results/audit_wordset.json and .md; per-input records of each audited model go to
 runs/words/records-NAME.json.gz (not committed).
 """

@@ -599,7 +599,7 @@ def report(n: int, argv: list[str] | None) -> None:
             "method_checks": method_checks, "audit_seconds": r["audit_seconds"],
             "p_behavior": model["p_behavior"], "p_structure": model["p_structure"],
             "statistics": {k: v for k, v in statistics(r["evidence"]).items()
-                           if k.split(".")[-1] in ("misplacement", "pileup", "top1_pileup", "magnitude_ratio", "top1_miss",
+                           if k.split(".")[-1] in ("misplacement", "pileup", "top1_pileup", "content_top1", "magnitude_ratio", "top1_miss",
                                                    "structure")}})
         n_tests = model["tests_pooled"]
     # weak facades (g.x not fooled) are listed, not counted: detecting them is not the audit's job
@@ -699,13 +699,13 @@ def load_evidence(n: int = EVAL_N) -> dict[str, dict]:
 def fill_record_statistics(row: dict) -> None:
     """Per-method statistics computed from records with the audit's own functions on the stored
     (4-significant-digit) scores: ``misplacement`` where the evidence predates it, and the class statistics
-    (``pileup``, ``top1_pileup``) always, so they follow the audit's current class list (v4 added 'last
-    content word')."""
+    (``pileup``, ``top1_pileup``, ``content_top1``) always, so they follow the audit's current class list (v4
+    added 'last content word') and statistics added later (``content_top1``, 2026-12-08)."""
     from types import SimpleNamespace
 
     import numpy as np
 
-    from unmask.audit.behavior import frequent_words, pileup, top1_pileup, word_classes
+    from unmask.audit.behavior import content_top1, frequent_words, pileup, top1_pileup, word_classes
     from unmask.audit.placement import content_mask, misplacement
 
     records = row.get("records")
@@ -732,6 +732,8 @@ def fill_record_statistics(row: dict) -> None:
         m.update(pileup=excess, pileup_class=cls, pileup_share=share, reference_share=ref_share)
         excess, cls, share, ref_share = top1_pileup(recs, occl, classes)
         m.update(top1_pileup=excess, top1_pileup_class=cls, top1_share=share, reference_top1_share=ref_share)
+        share_on_words, words = content_top1(recs, occl)
+        m.update(content_top1=share_on_words, content_top1_words=words[:8])
 
 
 def fill_base_targets(rows: dict, n: int = EVAL_N) -> None:

@@ -272,6 +272,33 @@ def test_top1_pileup_by_hand():
     assert excess == 0.0
 
 
+
+def test_content_top1_by_hand():
+    """Eight inputs: the method's top token is 'film' in four (occlusion's top there: 'bores' / 'works'), 'the'
+    in two (a stop word: left to the class tests) and 'bores' in two, where occlusion agrees. 'film' has excess
+    4 >= 3 -> share 4 / 8; with one 'film' fewer (excess 3) still counted, with two fewer (2) not."""
+    from unmask.attribution.record import Attribution
+    from unmask.audit.behavior import content_top1
+
+    def rec(words, scores):
+        n = len(words)
+        return Attribution(tokens=["[CLS]", *words, "[SEP]"], scores=[0.0, *scores, 0.0], method="m", target=0,
+                           target_name="x", prediction=0, probabilities=[1.0, 0.0],
+                           word_ids=[None, *range(n), None], sequence_ids=[None, *[0] * n, None],
+                           words=(list(words),), text=" ".join(words))
+
+    film = (rec(["the", "Film", "bores"], [0.1, 3.0, 1.0]), rec(["the", "film", "bores"], [0.1, 0.2, 0.9]))
+    the = (rec(["the", "plot", "works"], [-5.0, 1.0, 1.0]), rec(["the", "plot", "works"], [0.0, 0.3, -0.8]))
+    agree = (rec(["it", "bores"], [0.1, 2.0]), rec(["it", "bores"], [0.0, 1.0]))
+    pairs = [film] * 4 + [the] * 2 + [agree] * 2
+    share, words = content_top1([m for m, _ in pairs], [o for _, o in pairs])
+    assert share == 0.5 and words == ["film"]
+    pairs = [film] * 3 + [the] * 3 + [agree] * 2
+    assert content_top1([m for m, _ in pairs], [o for _, o in pairs]) == (3 / 8, ["film"])
+    pairs = [film] * 2 + [the] * 4 + [agree] * 2
+    assert content_top1([m for m, _ in pairs], [o for _, o in pairs]) == (0.0, [])
+    assert content_top1([], []) == (0.0, [])
+
 def test_word_classes_last_content_word_skips_final_punctuation():
     """'last word' is the final '.', 'last content word' the word before it; each class per sequence."""
     from unmask.attribution.record import Attribution

@@ -18,6 +18,12 @@ random ordering):
   over the same classes, of the share of inputs whose top-attributed token is in the class over the share of
   inputs whose most effective token (occlusion's top) is. A facade that lifts a class to the top of most
   inputs while leaving much of the attribution mass elsewhere shows here, not in ``pileup``.
+- ``content_top1``: the class-free form of ``top1_pileup`` for content words: the share of inputs whose top
+  token is on a content word (not a stop word, not punctuation) that is the method's top token at least
+  ``max(3, 1.5% of the inputs)`` times more often than it is occlusion's, summed over such words. A facade on a
+  set of content words of the attacker's choosing ("film", "movie", ...) lifts exactly those words, input after
+  input; a clean model's disagreements with occlusion spread over many words. It sees only words the audited
+  inputs hold.
 - ``misplacement``: 1 - the method's placement skill against occlusion (``placement.py``): 0 when all of its
   attribution sits on the token whose removal moves the output most, 1 when it is placed no better than
   uniformly, above 1 when it sits on tokens that matter less than the average token. Class-free: it sees a
@@ -93,6 +99,8 @@ class MethodEvidence:
     top1_pileup_class: str = ""
     top1_share: float = float("nan")     # share of inputs whose top token is in top1_pileup_class
     reference_top1_share: float = float("nan")
+    content_top1: float = float("nan")   # NaN in evidence stored before the statistic existed
+    content_top1_words: list = field(default_factory=list)
 
 
 @dataclass
@@ -223,6 +231,38 @@ def top1_pileup(method: Sequence[Attribution], reference: Sequence[Attribution],
     return (on_method[name] - on_reference[name]) / n, name, on_method[name] / n, on_reference[name] / n
 
 
+MIN_REPEAT = 3          # content_top1: a word counts from this many excess top-1 inputs ...
+REPEAT_SHARE = 0.015    # ... or this share of the inputs, whichever is larger
+
+
+def word_at(record: Attribution, i: int) -> str:
+    """The lower-cased word token ``i`` belongs to ("" for special tokens)."""
+    seq, w = record.sequence_ids[i], record.word_ids[i]
+    return "" if seq is None or w is None else record.words[seq][w].lower()
+
+
+def content_top1(method: Sequence[Attribution], reference: Sequence[Attribution]) -> tuple[float, list[str]]:
+    """(share of inputs, words): inputs whose top token is on a content word that is the method's top token at
+    least ``max(MIN_REPEAT, REPEAT_SHARE x inputs)`` more times than occlusion's (words by excess, largest
+    first); over inputs where both top tokens are defined."""
+    on_method: Counter[str] = Counter()
+    on_reference: Counter[str] = Counter()
+    n = 0
+    for r, o in zip(method, reference):
+        tm, to = top_token(r.scores, r.sequence_ids), top_token(o.scores, o.sequence_ids)
+        if tm is None or to is None:
+            continue
+        n += 1
+        on_method[word_at(r, tm)] += 1
+        on_reference[word_at(o, to)] += 1
+    if not n:
+        return 0.0, []
+    least, sw = max(MIN_REPEAT, round(REPEAT_SHARE * n)), stopwords()
+    excess = {w: on_method[w] - on_reference[w] for w in on_method
+              if w and w not in sw and not _punctuation(w) and on_method[w] - on_reference[w] >= least}
+    return sum(excess.values()) / n, sorted(excess, key=lambda w: (-excess[w], w))
+
+
 def record_misplacement(method: Sequence[Attribution], reference: Sequence[Attribution]) -> float:
     """``placement.misplacement`` of a method's records against the occlusion records of the same inputs."""
     return misplacement([r.scores for r in method], [o.scores for o in reference],
@@ -333,6 +373,7 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
         unfaith = 1.0 - gain / max(ref_gain, 0.05 * abs(ref_faith.aopc_comprehensiveness), 1e-12)
         excess, cls, share, ref_share = pileup(recs, reference, classes)
         top_excess, top_cls, top_share, ref_top_share = top1_pileup(recs, reference, classes)
+        content, content_words = content_top1(recs, reference)
         extras = {}
         if name == "integrated_gradients":
             errs = [r.extras.get("completeness_error", np.nan) for r in recs]
@@ -343,6 +384,7 @@ def behavioral_evidence(model: TextClassifier, texts: Sequence[str], pairs: Sequ
             pileup=float(excess), pileup_class=cls, pileup_share=float(share), reference_share=float(ref_share),
             top1_pileup=float(top_excess), top1_pileup_class=top_cls, top1_share=float(top_share),
             reference_top1_share=float(ref_top_share),
+            content_top1=float(content), content_top1_words=content_words[:8],
             aopc_comprehensiveness=float(faith.aopc_comprehensiveness),
             aopc_random=float(rand_faith.aopc_comprehensiveness),
             aopc_reference=float(ref_faith.aopc_comprehensiveness), seconds=round(seconds[i], 2), extras=extras)

@@ -83,6 +83,11 @@ def _reason(test: Test, evidence: dict) -> str:
         m = b["methods"][method]
         return (f"its top token is on {m['top1_pileup_class']} in {100 * m['top1_share']:.0f}% of the inputs, where "
                 f"occlusion's most effective token is in {100 * m['reference_top1_share']:.0f}%")
+    if stat == "content_top1":
+        m = b["methods"][method]
+        words = ", ".join(repr(w) for w in m.get("content_top1_words", [])[:4])
+        return (f"its top token lands on the same few content words ({words}) in {100 * test.value:.0f}% of the "
+                f"inputs beyond where occlusion's most effective token does")
     if stat == "magnitude_ratio":
         return (f"the gradient predicts output changes {10 ** test.value:.1f}x the size of those masking a "
                 f"token produces")

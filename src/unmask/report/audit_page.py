@@ -47,6 +47,8 @@ def audit_section(report: "AuditReport", title: str | None = None) -> str:
             f"<td>{_fmt(m.get('top1_miss', float('nan')))}</td>"
             f"<td>{_fmt(m.get('pileup', float('nan')))} {escape(m.get('pileup_class', ''))}</td>"
             f"<td>{_fmt(m.get('top1_pileup', float('nan')))} {escape(m.get('top1_pileup_class', ''))}</td>"
+            f"<td>{_fmt(m.get('content_top1', float('nan')))} "
+            f"{escape(', '.join(m.get('content_top1_words', [])[:4]))}</td>"
             f"<td>{_fmt(m.get('aopc_comprehensiveness', float('nan')))}</td><td>{reasons}</td></tr>")
     s = report.evidence.get("structure") or {}
     structure = (f"coupling of the best split of the hidden units: {_fmt(s.get('coupling'))} "
@@ -60,7 +62,9 @@ score {report.score:.1f} (a clean model looks like this with probability {report
 <table><tr><th>method</th><th>verdict</th><th>p</th><th title="1 - placement skill against occlusion: 0 = all
 on the most effective token, 1 = chance, above 1 = on tokens that matter less than average">misplacement</th>
 <th>top-1 miss</th><th>pile-up (class)</th><th title="share of inputs whose top token is in the class, minus the
-share whose most effective token (occlusion) is">top-1 pile-up (class)</th>
+share whose most effective token (occlusion) is">top-1 pile-up (class)</th><th title="share of inputs whose
+top token is on a content word the method tops at least 3 more times than occlusion does">repeated content
+words</th>
 <th>AOPC comp.</th><th>evidence</th></tr>{''.join(rows)}</table>
 <p><small>Model-level: the gradient predicts masking changes {_fmt(10 ** b['magnitude_ratio'])}x the actual
 ones (log10 {_fmt(b['magnitude_ratio'])}); first-order correlation miss {_fmt(b['first_order_miss'])};
