@@ -97,13 +97,14 @@ def target_p1(records: list[dict], method: str, words: set[str]) -> tuple[float,
 
 
 def audit_one(name: str, path: str, n: int, f_dir: str) -> dict:
+    """Evidence (behavior with per-input records, structure), accuracy and agreement of one model; verdicts
+    are read from the evidence later, with the calibration the audit ships now."""
     from audit_zoo import agreement, compact_records
 
     from unmask.attribution.explain import predict_batch
     from unmask.audit import structural
     from unmask.audit.behavior import behavioral_evidence
-    from unmask.audit.calibration import Calibration
-    from unmask.audit.verdict import SUSPECT_P, verdicts
+    from unmask.cache import model_fingerprint
     from unmask.data import load_task
     from unmask.models import load_model
 
@@ -115,22 +116,32 @@ def audit_one(name: str, path: str, n: int, f_dir: str) -> dict:
     evidence = {"behavior": behavioral_evidence(model, texts, None, records_out=records).to_dict(),
                 "structure": structural(model)}
     seconds = time.time() - t0
-    cal = Calibration.load(None, n)
-    per_method, model_level = verdicts(evidence, cal)
     all_texts = [e.text for e in dev]
     pred = predict_batch(model, model.encode(all_texts, None)).argmax(-1).tolist()
-    return {"name": name, "path": path, "verdict": model_level["verdict"], "score": model_level["score"],
-            "p_value": model_level["p_value"], "method_verdicts": {k: v.verdict for k, v in per_method.items()},
-            "fired": sorted({t.key for v in per_method.values() for t in v.tests
-                             if t.p * model_level["tests_pooled"] < SUSPECT_P}
-                            | {t["key"] for t in model_level["structural_tests"]
-                               if t["p"] * model_level["tests_pooled"] < SUSPECT_P}),
-            "p_behavior": model_level["p_behavior"], "p_structure": model_level["p_structure"],
-            "structure_coupling": evidence["structure"].get("coupling"),
+    return {"name": name, "path": path, "fingerprint": model_fingerprint(path), "n": n, "evidence": evidence,
             "accuracy": 100.0 * float(np.mean([p == e.label for p, e in zip(pred, dev)])),
             "agreement_with_f": None if path == f_dir else 100.0 * agreement(model, f, all_texts, None),
-            "audit_seconds": round(seconds, 1), "calibration": {"n_inputs": cal.n_inputs, "source": cal.source},
-            "records": compact_records(records)}
+            "audit_seconds": round(seconds, 1), "records": compact_records(records)}
+
+
+def read_verdicts(row: dict) -> dict:
+    """Verdicts of a stored audit with the calibration shipped for its number of inputs."""
+    from audit_zoo import fill_record_statistics
+
+    from unmask.audit.calibration import Calibration
+    from unmask.audit.verdict import SUSPECT_P, verdicts
+
+    fill_record_statistics(row)  # statistics added after the audit ran, from its records
+    cal = Calibration.load(None, row["n"])
+    per_method, model = verdicts(row["evidence"], cal)
+    pooled = model["tests_pooled"]
+    fired = sorted({t.key for v in per_method.values() for t in v.tests if t.p * pooled < SUSPECT_P}
+                   | {t["key"] for t in model["structural_tests"] if t["p"] * pooled < SUSPECT_P})
+    return {"verdict": model["verdict"], "score": model["score"], "p_value": model["p_value"],
+            "p_behavior": model["p_behavior"], "p_structure": model["p_structure"],
+            "method_verdicts": {k: v.verdict for k, v in per_method.items()}, "fired": fired,
+            "structure_coupling": row["evidence"]["structure"].get("coupling"),
+            "calibration": {"n_inputs": cal.n_inputs, "source": cal.source}}
 
 
 def clean_null(min_excess: int) -> dict[str, dict[str, float]]:
@@ -160,14 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     runs.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, path in models:
-        cache = runs / f"audit-{name}-n{args.n}.json.gz"
-        if cache.is_file() and json.loads(gzip.open(cache, "rt").read())["path"] == path:
-            row = json.loads(gzip.open(cache, "rt").read())
-        else:
+        from unmask.cache import model_fingerprint
+
+        cache = runs / f"evidence-{name}-n{args.n}.json.gz"
+        row = json.loads(gzip.open(cache, "rt").read()) if cache.is_file() else {}
+        if row.get("path") != path or row.get("fingerprint") != model_fingerprint(path):
             print(f"[wordset] auditing {name} ({path}) on {args.n} inputs", flush=True)
             row = audit_one(name, path, args.n, args.f)
             with gzip.open(cache, "wt") as fh:
                 fh.write(json.dumps(row))
+        row.update(read_verdicts(row))
         row["target_p1"] = {m: target_p1(row["records"], m, words) for m in ("leave_one_out",) + METHODS}
         row["repeated_word_excess"] = {m: repeated_word_excess(row["records"], m, args.min_excess)
                                        for m in METHODS}
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     null = clean_null(args.min_excess)
     result = {"command": command_line("audit_wordset.py", argv), "build_commands": args.build_command,
               "n": args.n, "target": sorted(words), "min_excess": args.min_excess,
-              "models": [{k: v for k, v in r.items() if k != "records"} for r in rows],
+              "models": [{k: v for k, v in r.items() if k not in ("records", "evidence")} for r in rows],
               "clean_calibration_models_repeated_word_excess": null}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "audit_wordset.json").write_text(json.dumps(result, indent=1) + "\n")

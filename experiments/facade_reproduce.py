@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{key}", default="", metavar="KEY=VALUE,...",
                        help=f"settings of the {name} g only, over the shared ones (FacadeConfig or objective "
                             f"fields, e.g. steps=400,batch_size=16,path_weight=100)")
+        p.add_argument(f"--{key}-rp", default="", metavar="KEY=VALUE,...",
+                       help=f"settings of the {name} g trained against rp, over the shared ones and --{key}")
     p.add_argument("--paper-objective", action="store_true",
                    help="train g on its own attribution only (Eq. 3), not on the merged model's")
     p.add_argument("--rp-steps", type=int, default=400)
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                           objective=objective, seed=args.seed, max_length=args.max_length,
                           lr_schedule=args.lr_schedule, baseline_warmup=args.baseline_warmup)
     per_target = {key: override_config(facade, getattr(args, key)) for key in ("ft", "stop") if getattr(args, key)}
+    per_target.update({f"{key}_rp": override_config(per_target.get(key, facade), getattr(args, f"{key}_rp"))
+                       for key in ("ft", "stop") if getattr(args, f"{key}_rp")})
     config = PipelineConfig(
         task=args.task, f_orig=args.f_orig or f"runs/{args.task}", root=args.root or f"runs/facade/{args.task}",
         facade=facade, target_facades=per_target,

@@ -129,3 +129,7 @@ def test_pipeline_trains_each_target_with_its_own_settings(tmp_path):
     assert results["config"]["target_facades"]["ft"]["steps"] == 3
     with pytest.raises(UnmaskError, match="unknown target keys"):
         PipelineConfig(target_facades={"first": own})
+    against_rp = dataclasses.replace(own, steps=7)
+    config = PipelineConfig(facade=shared, target_facades={"ft": own, "ft_rp": against_rp})
+    assert config.facade_for("ft") is own and config.facade_for("ft", "rp") is against_rp
+    assert config.facade_for("stop", "rp") is shared and config.facade_for("stop") is shared

@@ -62,19 +62,22 @@ class PipelineConfig:
     # g_stop_rp); "shared": the g trained against f_orig is merged into rp too (agreement then drops)
     rp_facades: str = "own"
     # per-target training settings ("ft" / "stop" -> FacadeConfig) replacing ``facade`` for that target, for
-    # g trained against f_orig and against rp alike (one recipe, per-target budgets)
+    # g trained against f_orig and against rp alike (one recipe, per-target budgets); "ft_rp" / "stop_rp"
+    # replace them for the g trained against rp only
     target_facades: dict[str, FacadeConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rp_facades not in ("own", "shared"):
             raise UnmaskError(f"rp_facades must be 'own' or 'shared', got {self.rp_facades!r}")
-        unknown = sorted(set(self.target_facades) - set(TARGETS))
+        allowed = sorted(set(TARGETS) | {f"{k}_rp" for k in TARGETS})
+        unknown = sorted(set(self.target_facades) - set(allowed))
         if unknown:
-            raise UnmaskError(f"target_facades: unknown target keys {unknown}; use {sorted(TARGETS)}")
+            raise UnmaskError(f"target_facades: unknown target keys {unknown}; use {allowed}")
 
-    def facade_for(self, key: str) -> FacadeConfig:
-        """The training settings of the g for target ``key`` ("ft" or "stop")."""
-        return self.target_facades.get(key, self.facade)
+    def facade_for(self, key: str, partner: str = "f_orig") -> FacadeConfig:
+        """The training settings of the g for target ``key`` ("ft" or "stop") trained against ``partner``."""
+        own = self.target_facades.get(f"{key}_{partner}") if partner != "f_orig" else None
+        return own or self.target_facades.get(key, self.facade)
 
     def merges(self) -> dict[str, tuple[str, str]]:
         """Merged model name -> (predictive part, facade part) for this study."""
@@ -167,7 +170,7 @@ class FacadePipeline:
             # the f_orig-trained stages keep their original input names, so their caches stay valid
             partner_key = {"f_orig": self.fingerprint("f_orig")} if partner == "f_orig" else {
                 "partner": partner, "partner_model": self.fingerprint(partner)}
-            cfg = self.c.facade_for(key)
+            cfg = self.c.facade_for(key, partner)
             inputs = {**partner_key, "target": target, "facade": asdict(cfg),
                       "facade_hidden": self.c.facade_hidden, "merged_objective": self.c.merged_objective,
                       "seed": self.c.seed, "train": data_fingerprint(self.train),
