@@ -2,11 +2,10 @@
 
 The audit's class tests (pile-up, top-1 pile-up) look at positions, stop words, punctuation and the 20 most
 frequent words of the audited inputs; a facade on a set of content words is outside every class. This script
-audits such facades (built with the commands in its docstring of results) on N dev inputs, reports the
-verdicts, the attack's strength on the inputs that hold a target, and one candidate statistic that is not part
-of the audit: the share of inputs whose top token lands on a word type that is the method's top token at least
-``--min-excess`` more times than it is occlusion's ("repeated-word top-1 excess"), next to its values on the
-committed clean calibration models (experiments/results/audit_zoo_n200_evidence.jsonl.gz).
+audits such facades on N dev inputs with the calibration the audit ships and reports the verdicts, the attack's
+strength on the inputs that hold a target word, and the audit's ``content_top1`` statistic (added after the
+development facade below evaded every earlier test) beside its values on the committed clean calibration
+models (experiments/results/audit_zoo_n200_evidence.jsonl.gz).
 
     python experiments/audit_wordset.py --f artifacts/demo/f_orig --target WORDS \
         --model unmerged=runs/words/unmerged --model merged=runs/words/merged --n 200 --threads 1
@@ -23,8 +22,9 @@ audited first and evaded every test then in the audit):
   words (``unmask facade train --target-row-share 0.5``, 150 steps of 16, lambda_g 3e3) merged into f_orig
   with ``--permute 1 --noise 1e-3``.
 
-Writes experiments/results/audit_wordset.json and .md; per-input records of each audited model go to
-runs/words/records-NAME.json.gz (not committed).
+Writes experiments/results/audit_wordset.json and .md (``--out STEM`` for other names); each model's evidence
+with its per-input records is cached in runs/words/evidence-NAME-nN.json.gz (keyed on the model's fingerprint;
+not committed), so verdicts are re-read with the current calibration without re-auditing.
 """
 from __future__ import annotations
 
@@ -144,11 +144,16 @@ def read_verdicts(row: dict) -> dict:
             "calibration": {"n_inputs": cal.n_inputs, "source": cal.source}}
 
 
-def clean_null(min_excess: int) -> dict[str, dict[str, float]]:
+def clean_null() -> dict[str, dict[str, float]]:
+    """``content_top1`` per method of the 14 clean calibration models at 200 inputs, from the committed records
+    (``audit_zoo.fill_record_statistics``, the statistic the audit's calibration at 200 was fitted on)."""
+    from audit_zoo import fill_record_statistics
+
     out = {}
     for line in gzip.open(CLEAN_EVIDENCE, "rt"):
         row = json.loads(line)
-        out[row["name"]] = {m: repeated_word_excess(row["records"], m, min_excess)[0] for m in METHODS}
+        fill_record_statistics(row)
+        out[row["name"]] = {m: row["evidence"]["behavior"]["methods"][m]["content_top1"] for m in METHODS}
     return out
 
 
@@ -158,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", required=True, help="comma-separated target words")
     p.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="a facade to audit")
     p.add_argument("--n", type=int, default=200)
-    p.add_argument("--min-excess", type=int, default=3)
+    p.add_argument("--min-excess", type=int, default=3,
+                   help="for the any-word variant reported beside the audit's content_top1 (JSON only)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="audit_wordset", help="results stem under experiments/results")
     p.add_argument("--build-command", action="append", default=[], help="recorded in the results")
     args = p.parse_args(argv)
     import torch
@@ -182,17 +189,19 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(json.dumps(row))
         row.update(read_verdicts(row))
         row["target_p1"] = {m: target_p1(row["records"], m, words) for m in ("leave_one_out",) + METHODS}
-        row["repeated_word_excess"] = {m: repeated_word_excess(row["records"], m, args.min_excess)
-                                       for m in METHODS}
+        methods = row["evidence"]["behavior"]["methods"]
+        row["content_top1"] = {m: [methods[m]["content_top1"], methods[m]["content_top1_words"]] for m in METHODS}
+        row["repeated_word_excess_any_word"] = {m: repeated_word_excess(row["records"], m, args.min_excess)
+                                                for m in METHODS}
         rows.append(row)
-    null = clean_null(args.min_excess)
+    null = clean_null()
     result = {"command": command_line("audit_wordset.py", argv), "build_commands": args.build_command,
               "n": args.n, "target": sorted(words), "min_excess": args.min_excess,
               "models": [{k: v for k, v in r.items() if k not in ("records", "evidence")} for r in rows],
-              "clean_calibration_models_repeated_word_excess": null}
+              "clean_calibration_models_content_top1": null}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "audit_wordset.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / "audit_wordset.md").write_text(markdown(result))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(markdown(result))
     print(markdown(result))
     return 0
 
@@ -204,12 +213,12 @@ def markdown(r: dict) -> str:
               "calibration (nothing refitted). P@1 is over the inputs that hold a target word (their count in "
               "brackets); agreement is with f on all 872 dev sentences.", "",
               "| model | verdict (score) | gradient / g.x / SG / IG | tests fired | structure coupling | accuracy | "
-              "agreement | LOO / g.x / SG / IG P@1 on target inputs | repeated-word excess g.x / SG | audit s |",
+              "agreement | LOO / g.x / SG / IG P@1 on target inputs | content_top1 g.x / SG / IG (words) | audit s |",
               "|---|---|---|---|---:|---:|---:|---|---|---:|"]
     for m in r["models"]:
         p1 = m["target_p1"]
         held = p1["gradient_x_input"][1]
-        ex = m["repeated_word_excess"]
+        ex = m["content_top1"]
         lines.append(
             f"| {m['name']} | {m['verdict']} ({m['score']:.1f}) | "
             + " / ".join(m["method_verdicts"].get(k, "-")[:5] for k in METHODS)
@@ -217,14 +226,15 @@ def markdown(r: dict) -> str:
             f"{m['accuracy']:.1f} | {'-' if m['agreement_with_f'] is None else round(m['agreement_with_f'], 1)} | "
             + " / ".join(f"{p1[k][0]:.1f}" for k in ("leave_one_out", "gradient_x_input", "smoothgrad",
                                                       "integrated_gradients"))
-            + f" ({held}) | {ex['gradient_x_input'][0]:.3f} / {ex['smoothgrad'][0]:.3f} "
-            f"({', '.join(f'{w} {c}' for w, c in ex['gradient_x_input'][1][:5])}) | {m['audit_seconds']:.0f} |")
-    null = r["clean_calibration_models_repeated_word_excess"]
-    gx = sorted(v["gradient_x_input"] for v in null.values())
-    lines += ["", f"Repeated-word excess (min excess {r['min_excess']}) of gradient x input on the 14 clean calibration "
-              f"models at 200 inputs (committed records): median {np.median(gx):.3f}, max {max(gx):.3f} "
-              f"({max(null, key=lambda k: null[k]['gradient_x_input'])}); all: "
-              + ", ".join(f"{k} {v['gradient_x_input']:.3f}" for k, v in sorted(null.items())) + "."]
+            + f" ({held}) | {ex['gradient_x_input'][0]:.3f} / {ex['smoothgrad'][0]:.3f} / "
+            f"{ex['integrated_gradients'][0]:.3f} "
+            f"({', '.join(ex['gradient_x_input'][1][:5])}) | {m['audit_seconds']:.0f} |")
+    null = r["clean_calibration_models_content_top1"]
+    for m in ("gradient_x_input", "smoothgrad"):
+        v = sorted(x[m] for x in null.values())
+        lines += ["", f"`content_top1` of {m} on the 14 clean calibration models at 200 inputs (committed records; the "
+                  f"calibration at 200 is fitted on these): median {np.median(v):.3f}, max {max(v):.3f}; all: "
+                  + ", ".join(f"{k} {x[m]:.3f}" for k, x in sorted(null.items())) + "."]
     return "\n".join(lines) + "\n"
 
 
