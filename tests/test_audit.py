@@ -246,19 +246,23 @@ def test_structure_alone_makes_a_model_suspect_never_manipulated():
     assert model["p_value"] == model["p_behavior"] < MANIPULATED_P
 
 
+def _one_sentence_record(words, scores):
+    """An Attribution of one sentence of ``words`` ([CLS] and [SEP] around it, scored 0)."""
+    from unmask.attribution.record import Attribution
+
+    n = len(words)
+    return Attribution(tokens=["[CLS]", *words, "[SEP]"], scores=[0.0, *scores, 0.0], method="m", target=0,
+                       target_name="x", prediction=0, probabilities=[1.0, 0.0],
+                       word_ids=[None, *range(n), None], sequence_ids=[None, *[0] * n, None],
+                       words=(list(words),), text=" ".join(words))
+
 def test_top1_pileup_by_hand():
     """Two inputs: the method's top token is the stop word 'the' in both, occlusion's top token in neither ->
     excess 1.0 on stop words (and on the first word, which 'the' also is); an input with one content token
     counts for neither."""
-    from unmask.attribution.record import Attribution
     from unmask.audit.behavior import top1_pileup, word_classes
 
-    def rec(words, scores):
-        n = len(words)
-        return Attribution(tokens=["[CLS]", *words, "[SEP]"], scores=[0.0, *scores, 0.0], method="m", target=0,
-                           target_name="x", prediction=0, probabilities=[1.0, 0.0],
-                           word_ids=[None, *range(n), None], sequence_ids=[None, *[0] * n, None],
-                           words=(list(words),), text=" ".join(words))
+    rec = _one_sentence_record
 
     method = [rec(["the", "film", "bores"], [3.0, 1.0, 2.0]), rec(["the", "plot", "works"], [-5.0, 1.0, 1.0]),
               rec(["fine"], [1.0])]
@@ -277,15 +281,9 @@ def test_content_top1_by_hand():
     """Eight inputs: the method's top token is 'film' in four (occlusion's top there: 'bores' / 'works'), 'the'
     in two (a stop word: left to the class tests) and 'bores' in two, where occlusion agrees. 'film' has excess
     4 >= 3 -> share 4 / 8; with one 'film' fewer (excess 3) still counted, with two fewer (2) not."""
-    from unmask.attribution.record import Attribution
     from unmask.audit.behavior import content_top1
 
-    def rec(words, scores):
-        n = len(words)
-        return Attribution(tokens=["[CLS]", *words, "[SEP]"], scores=[0.0, *scores, 0.0], method="m", target=0,
-                           target_name="x", prediction=0, probabilities=[1.0, 0.0],
-                           word_ids=[None, *range(n), None], sequence_ids=[None, *[0] * n, None],
-                           words=(list(words),), text=" ".join(words))
+    rec = _one_sentence_record
 
     film = (rec(["the", "Film", "bores"], [0.1, 3.0, 1.0]), rec(["the", "film", "bores"], [0.1, 0.2, 0.9]))
     the = (rec(["the", "plot", "works"], [-5.0, 1.0, 1.0]), rec(["the", "plot", "works"], [0.0, 0.3, -0.8]))
