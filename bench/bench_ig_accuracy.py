@@ -32,7 +32,7 @@ from unmask.models import load_model  # noqa: E402
 
 # name -> IntegratedGradients keyword arguments (float32 throughout: the accuracy question, not bf16's)
 UNMASK_CONFIGS = {
-    "unmask default (global doubling from 16, tol 1e-3)": dict(tolerance=1e-3),
+    "unmask global doubling from 16, tol 1e-3": dict(tolerance=1e-3, refine="global"),
     "unmask local (panels of 4, tol 1e-3)": dict(tolerance=1e-3, refine="local"),
     "unmask local (panels of 4, tol 1e-4)": dict(tolerance=1e-4, refine="local"),
     "unmask local (panels of 4, tol 3e-5)": dict(tolerance=3e-5, refine="local"),
