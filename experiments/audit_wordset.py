@@ -29,13 +29,12 @@ not committed), so verdicts are re-read with the current calibration without re-
 from __future__ import annotations
 
 import argparse
-import ast
 import gzip
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -47,52 +46,18 @@ CLEAN_EVIDENCE = RESULTS / "audit_zoo_n200_evidence.jsonl.gz"
 METHODS = ("gradient", "gradient_x_input", "smoothgrad", "integrated_gradients")
 
 
-def _parse(v):
-    return ast.literal_eval(v) if isinstance(v, str) else v
-
-
-def _top(scores, sequence_ids) -> int | None:
-    a = np.abs(np.asarray(scores, dtype=float))
-    keep = np.array([s is not None for s in sequence_ids])
-    if keep.sum() < 2 or not np.isfinite(a[keep]).all() or a[keep].max() <= 0:
-        return None
-    return int(np.argmax(np.where(keep, a, -np.inf)))
-
-
-def _word(rec: dict, i: int) -> str:
-    return rec["words"][rec["sequence_ids"][i]][rec["word_ids"][i]].lower()
-
-
-def repeated_word_excess(records: list[dict], method: str, min_excess: int = 3,
-                         reference: str = "leave_one_out") -> tuple[float, list[tuple[str, int]]]:
-    """(share of inputs, [(word, excess), ...]): inputs whose ``method`` top token is on a word type that is the
-    method's top token at least ``min_excess`` times more often than occlusion's."""
-    on_method, on_reference, n = Counter(), Counter(), 0
-    for rec in records:
-        rec = {k: _parse(v) for k, v in rec.items()}
-        tm = _top(rec["scores"][method], rec["sequence_ids"])
-        tr = _top(rec["scores"][reference], rec["sequence_ids"])
-        if tm is None or tr is None:
-            continue
-        n += 1
-        on_method[_word(rec, tm)] += 1
-        on_reference[_word(rec, tr)] += 1
-    excess = {w: on_method[w] - on_reference[w] for w in on_method if on_method[w] - on_reference[w] >= min_excess}
-    return (sum(excess.values()) / n if n else float("nan"),
-            sorted(excess.items(), key=lambda kv: (-kv[1], kv[0]))[:8])
-
-
 def target_p1(records: list[dict], method: str, words: set[str]) -> tuple[float, int]:
-    """(P@1 on the inputs holding a target word, number of such inputs): top token's word in ``words``."""
+    """(P@1 on the inputs holding a target word, number of such inputs): the method's top token (the audit's
+    ``top_token``) is on a word in ``words``."""
+    from unmask.audit.behavior import top_token, word_at
+
     hits, held = 0, 0
-    for rec in records:
-        rec = {k: _parse(v) for k, v in rec.items()}
-        present = {w.lower() for ws in rec["words"] for w in ws}
-        if not present & words:
+    for rec in map(lambda r: SimpleNamespace(**r), records):
+        if not {w.lower() for ws in rec.words for w in ws} & words:
             continue
         held += 1
-        t = _top(rec["scores"][method], rec["sequence_ids"])
-        hits += int(t is not None and _word(rec, t) in words)
+        t = top_token(rec.scores[method], rec.sequence_ids)
+        hits += int(t is not None and word_at(rec, t) in words)
     return (100.0 * hits / held if held else float("nan")), held
 
 
@@ -163,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", required=True, help="comma-separated target words")
     p.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="a facade to audit")
     p.add_argument("--n", type=int, default=200)
-    p.add_argument("--min-excess", type=int, default=3,
-                   help="for the any-word variant reported beside the audit's content_top1 (JSON only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="audit_wordset", help="results stem under experiments/results")
     p.add_argument("--build-command", action="append", default=[], help="recorded in the results")
@@ -191,12 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         row["target_p1"] = {m: target_p1(row["records"], m, words) for m in ("leave_one_out",) + METHODS}
         methods = row["evidence"]["behavior"]["methods"]
         row["content_top1"] = {m: [methods[m]["content_top1"], methods[m]["content_top1_words"]] for m in METHODS}
-        row["repeated_word_excess_any_word"] = {m: repeated_word_excess(row["records"], m, args.min_excess)
-                                                for m in METHODS}
         rows.append(row)
     null = clean_null()
     result = {"command": command_line("audit_wordset.py", argv), "build_commands": args.build_command,
-              "n": args.n, "target": sorted(words), "min_excess": args.min_excess,
+              "n": args.n, "target": sorted(words),
               "models": [{k: v for k, v in r.items() if k not in ("records", "evidence")} for r in rows],
               "clean_calibration_models_content_top1": null}
     RESULTS.mkdir(exist_ok=True)
