@@ -9,8 +9,9 @@ sentences: agreement, gradient x input / SmoothGrad / IG stop-word P@1 against f
     python experiments/demo_facade_setting.py --f-orig artifacts/demo/f_orig --root runs/demo_setting \
         --variant base:steps=150 --variant b1e5:steps=150,baseline_weight=1e5
 
-A variant is ``name:key=value,...`` with keys ``steps``, ``lr``, ``batch_size``, ``lr_schedule``,
-``baseline_warmup`` and any FacadeObjective field (``baseline_weight``, ``margin_weight``, ...). Unset keys take
+A variant is ``name:key=value,...`` with any FacadeConfig field (``steps``, ``lr``, ``batch_size``, ``lr_schedule``,
+``baseline_warmup``, ...) or FacadeObjective field (``baseline_weight``, ``margin_weight``, ...), parsed by
+``unmask.facade.train.override_config``. Unset keys take
 ``BASE_OBJECTIVE`` (the demo's objective when these variants were measured; frozen here so the recorded
 commands keep their meaning after the demo adopted variant z250), 150 steps, lr 1e-4, batch 32. Every stage is
 cached under ROOT/NAME and resumed after a kill. Writes experiments/results/demo_facade_setting.{json,md}
@@ -26,50 +27,51 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TRAIN_KEYS = {"steps": int, "lr": float, "batch_size": int, "lr_schedule": str, "baseline_warmup": int}
+TRAIN_KEYS = ("steps", "lr", "batch_size", "lr_schedule", "baseline_warmup")  # recorded when not the base's
 BASE_OBJECTIVE = dict(entropy_weight=1e3, agreement_weight=1e4, margin_weight=3e4, baseline_weight=1e4,
                       path_weight=100.0)
 
 
-def _number_or_text(value: str) -> float | str:
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
-def parse_variant(text: str) -> tuple[str, dict]:
+def base_config():
+    """The training settings every variant starts from: ``BASE_OBJECTIVE``, 150 steps, lr 1e-4, batch 32."""
     from unmask.facade.objective import FacadeObjective
+    from unmask.facade.train import FacadeConfig
+
+    return FacadeConfig(steps=150, max_length=64, objective=FacadeObjective(**BASE_OBJECTIVE))
+
+
+def parse_variant(text: str):
+    """``NAME:key=value,...`` -> (name, FacadeConfig): keys as ``facade.train.override_config`` takes them."""
+    from unmask.errors import UnmaskError
+    from unmask.facade.train import override_config
 
     name, _, body = text.partition(":")
     if not name:
         raise SystemExit(f"variant {text!r}: expected NAME:key=value,...")
-    fields = {f.name: f.type for f in dataclasses.fields(FacadeObjective)}
-    out: dict = {}
-    for item in filter(None, body.split(",")):
-        key, _, value = item.partition("=")
-        if key in TRAIN_KEYS:
-            out[key] = TRAIN_KEYS[key](value)
-        elif key in fields:
-            out[key] = _number_or_text(value)
-        else:
-            raise SystemExit(f"variant {name}: unknown key {key!r} (steps, lr, batch_size, lr_schedule, "
-                             f"baseline_warmup or a FacadeObjective field: {', '.join(sorted(fields))})")
-    return name, out
+    try:
+        return name, override_config(base_config(), body)
+    except UnmaskError as e:
+        raise SystemExit(f"variant {name}: {e}") from None
 
 
-def run_variant(name: str, setting: dict, args) -> dict:
+def recorded_setting(config) -> dict:
+    """What a results row records: the steps, the training keys that differ from the base, the objective."""
+    base = base_config()
+    train = {k: getattr(config, k) for k in TRAIN_KEYS if k == "steps" or getattr(config, k) != getattr(base, k)}
+    # fields() leaves out fields at their omit_at_default default, so the base's keys are listed explicitly
+    names = dict.fromkeys([*BASE_OBJECTIVE, *(f.name for f in dataclasses.fields(config.objective))])
+    return {**train, **{k: getattr(config.objective, k) for k in names
+                        if k in BASE_OBJECTIVE or getattr(config.objective, k) != getattr(base.objective, k)}}
+
+
+def run_variant(name: str, facade, args) -> dict:
     from unmask.attribution.budget import release_memory
     from unmask.facade.evaluate import EvalConfig
-    from unmask.facade.objective import FacadeObjective
     from unmask.facade.pipeline import FacadePipeline, PipelineConfig
-    from unmask.facade.train import FacadeConfig
 
-    objective = {**BASE_OBJECTIVE, **{k: v for k, v in setting.items() if k not in TRAIN_KEYS}}
-    train = {"steps": 150, **{k: v for k, v in setting.items() if k in TRAIN_KEYS}}
     config = PipelineConfig(
         task="sst2", f_orig=args.f_orig, root=str(Path(args.root) / name), targets=("stop",), with_rp=False,
-        facade=FacadeConfig(max_length=64, objective=FacadeObjective(**objective), **train),
+        facade=facade,
         eval_limit=args.eval_limit, evaluation=EvalConfig(ig_steps=10))
     pipeline = FacadePipeline(config, progress=not args.quiet)
     started = time.time()
@@ -79,7 +81,7 @@ def run_variant(name: str, setting: dict, args) -> dict:
     seconds = time.time() - started
     g_log = Path(config.root) / "g_stop" / "facade.json"
     stop = results["saliency"]["stop"]
-    row = {"name": name, "setting": {**train, **objective}, "agreement": results["agreement"]["stop"],
+    row = {"name": name, "setting": recorded_setting(facade), "agreement": results["agreement"]["stop"],
            "accuracy_f_orig": results["accuracy"]["f_orig"], "accuracy_merged": results["accuracy"]["merged_stop"],
            "p_at_1": {row: {m: v["p1"] for m, v in stop[row].items()} for row in ("f_orig", "merged", "g")
                       if row in stop},
@@ -135,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads(out_json.read_text()) if out_json.is_file() else {"rows": []}
     rows = {r["name"]: r for r in old["rows"]}
     command = "python experiments/demo_facade_setting.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    for name, setting in variants:
-        print(f"[setting] {name}: {setting}", flush=True)
-        rows[name] = run_variant(name, setting, args)
+    for name, facade in variants:
+        print(f"[setting] {name}: {recorded_setting(facade)}", flush=True)
+        rows[name] = run_variant(name, facade, args)
         print(f"[setting] {name}: " + json.dumps(rows[name]["p_at_1"]), flush=True)
         data = {"eval_limit": args.eval_limit, "f_orig": args.f_orig, "commands": sorted({*old.get("commands", []),
                                                                                           command}),
